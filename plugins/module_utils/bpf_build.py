@@ -1,0 +1,95 @@
+# Copyright: Contributors to the yogurt.phone collection
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Compile BPF C sources with clang, skipping the compile when nothing that matters changed.
+
+The object's name carries a hash of every source, the flags and the compiler version, so
+an unchanged input is never compiled twice and a changed one never overwrites an object
+in use. No kernel headers: the programs touch only __sk_buff (uapi linux/bpf.h plus
+libbpf's bpf_helpers.h).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import subprocess
+
+BASE_FLAGS = ["-O2", "-g", "-target", "bpf", "-Wall"]
+
+
+class BuildError(Exception):
+    """Compiling failed; the message carries clang's output."""
+
+
+def _run(argv):
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def _clang_facts(clang, run):
+    try:
+        rc, version, err = run([clang, "--version"])
+    except OSError as exc:
+        raise BuildError(f"cannot run {clang} ({exc}): install clang (the yogurt.phone.bpf_toolchain role does)") from None
+    if rc != 0:
+        raise BuildError(f"{clang} --version failed: {err.strip()}: install clang")
+    rc, multiarch, _err = run([clang, "-print-multiarch"])
+    multiarch = multiarch.strip() if rc == 0 and multiarch.strip() else f"{platform.machine()}-linux-gnu"
+    return version.splitlines()[0].strip(), multiarch
+
+
+def plan_build(sources, programs, dest, clang="clang", cflags=(), run=None):
+    """What would be built: {'hash', 'objects': {stem: path}, 'srcdir', 'flags', 'clang', 'sources'}."""
+    run = run or _run
+    for name in programs:
+        if name not in sources:
+            raise BuildError(f"program {name} is not among the sources ({', '.join(sorted(sources))})")
+        if not name.endswith(".bpf.c"):
+            raise BuildError(f"program {name}: BPF program sources are named <stem>.bpf.c")
+    for name in sources:
+        if "/" in name or name in (".", ".."):
+            raise BuildError(f"source name {name!r} must be a plain file name")
+    version, multiarch = _clang_facts(clang, run)
+    # <linux/bpf.h> includes <asm/types.h>, which Debian keeps under the multiarch dir.
+    flags = BASE_FLAGS + [f"-I/usr/include/{multiarch}"] + list(cflags)
+    digest = hashlib.sha256()
+    for name in sorted(sources):
+        digest.update(name.encode() + b"\0" + str(sources[name]).encode() + b"\0")
+    digest.update(" ".join(flags).encode() + b"\0" + version.encode())
+    key = digest.hexdigest()[:16]
+    objects = {name[: -len(".bpf.c")]: os.path.join(dest, f"{name[: -len('.bpf.c')]}-{key}.o") for name in programs}
+    return {"hash": key, "objects": objects, "srcdir": os.path.join(dest, f"src-{key}"), "flags": flags,
+            "clang": clang, "sources": sources, "programs": list(programs)}
+
+
+def run_build(plan, run_command=None):
+    """Write the sources and compile each missing object atomically."""
+    os.makedirs(plan["srcdir"], mode=0o755, exist_ok=True)
+    for name, text in plan["sources"].items():
+        path = os.path.join(plan["srcdir"], name)
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(str(text) if str(text).endswith("\n") else str(text) + "\n")
+    for name in plan["programs"]:
+        obj = plan["objects"][name[: -len(".bpf.c")]]
+        if os.path.exists(obj):
+            continue
+        tmp = f"{obj}.tmp.{os.getpid()}"
+        argv = [plan["clang"]] + plan["flags"] + ["-c", os.path.join(plan["srcdir"], name), "-o", tmp]
+        rc, _out, err = (run_command or _run)(argv)
+        if rc != 0:
+            raise BuildError(f"clang failed on {name} (hash {plan['hash']}): {err.strip()[-2000:]}")
+        os.replace(tmp, obj)
+    return plan["objects"]
+
+
+def build_files(paths, programs, dest, clang="clang", cflags=()):
+    """Build from files on disk (tests, benchmarks): returns {stem: object path}."""
+    sources = {}
+    for path in paths:
+        with open(path, encoding="utf-8") as handle:
+            sources[os.path.basename(path)] = handle.read()
+    plan = plan_build(sources, programs, dest, clang, cflags)
+    return run_build(plan)

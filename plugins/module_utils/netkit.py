@@ -1,0 +1,852 @@
+# Copyright: Contributors to the yogurt.phone collection
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""netkit pairs over rtnetlink (pyroute2).
+
+One concern: read, create, change and delete netkit pairs, and probe what the running
+kernel supports. pyroute2 0.9.7 has no netkit link kind, so this file registers one
+(process-wide, once). The peer info (IFLA_NETKIT_PEER_INFO) is a full nested ifinfomsg,
+the same shape pyroute2 uses for veth's peer; the peer's name must be an IFLA_IFNAME
+attribute in it (a plain key is silently ignored by the kernel).
+
+The host side of a pair stays in the caller's network namespace and never carries an
+address: IPv6 address generation is turned off on it (addr_gen_mode none) and any
+address found on it is removed and reported. The peer side may live in a named
+namespace (/run/netns/<name>); it is read and changed from inside that namespace.
+
+`converge_netkit()` and `remove_netkit()` are the plain API the modules call: no
+AnsibleModule in here. Errors are NetkitError with a sentence that names the pair, the
+attribute and the fix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import ipaddress
+import os
+import platform
+import re
+import threading
+import uuid
+
+from ansible_collections.yogurt.phone.plugins.module_utils.netns import (
+    NetnsError,
+    create_netns,
+    delete_netns,
+    enter_netns,
+    list_netns,
+    netns_exists,
+    netns_path,
+    validate_name,
+)
+
+try:
+    from pyroute2 import IPRoute
+    from pyroute2.netlink import nla
+    from pyroute2.netlink.exceptions import NetlinkError
+    from pyroute2.netlink.rtnl.ifinfmsg import ifinfbase
+except ImportError as _exc:  # reported by the module through missing_required_lib()
+    HAS_PYROUTE2 = False
+    PYROUTE2_IMPORT_ERROR = _exc
+else:
+    HAS_PYROUTE2 = True
+    PYROUTE2_IMPORT_ERROR = None
+
+KIND = "netkit"
+
+# include/uapi/linux/if_link.h
+MODES = {"l2": 0, "l3": 1}                   # NETKIT_L2, NETKIT_L3
+POLICIES = {"forward": 0, "blackhole": 2}    # NETKIT_PASS, NETKIT_DROP
+SCRUBS = {"none": 0, "default": 1}           # NETKIT_SCRUB_NONE, NETKIT_SCRUB_DEFAULT
+ADDR_GEN_MODES = {0: "eui64", 1: "none", 2: "stable_privacy", 3: "random"}
+IN6_ADDR_GEN_MODE_NONE = 1
+
+IFF_UP = 0x1
+IFA_F_NODAD = 0x02
+IFNAMSIZ = 16
+
+# What needs which kernel; named in the errors a user sees.
+NETKIT_NEEDS = "Linux >= 6.7 with CONFIG_NETKIT=y"
+SCRUB_NEEDS = "Linux >= 6.13 (or a kernel with the netkit scrub backport, such as Debian's 6.12)"
+ROOM_NEEDS = "Linux >= 6.14"
+
+# Attributes the kernel fixes at creation ("... cannot be changed after device creation").
+RECREATE_ATTRIBUTES = ("peer_ifname", "peer_netns", "mode", "scrub", "peer_scrub", "headroom", "tailroom")
+
+DEFAULTS = {
+    "peer_netns": None,
+    "mode": "l3",
+    "policy": "blackhole",
+    "peer_policy": "blackhole",
+    "scrub": "default",
+    "peer_scrub": "default",
+    "headroom": None,
+    "tailroom": None,
+    "mtu": None,
+    "peer_addresses": [],
+    "up": True,
+}
+
+_IFNAME_BAD = re.compile(r"[/:\s]")
+
+
+class NetkitError(Exception):
+    """A netkit operation failed or was refused; the message says what, where and how to fix it."""
+
+
+class NetkitUnavailable(NetkitError):
+    """The running kernel has no netkit, or lacks a netkit feature that was asked for."""
+
+
+def kernel_release():
+    return platform.release()
+
+
+def no_netkit_message(release=None):
+    release = release or kernel_release()
+    return (f"netkit is not available on this host (Linux {release}, CONFIG_NETKIT missing or Linux < 6.7): "
+            f"use backend: veth, or a kernel >= 6.7 with CONFIG_NETKIT=y")
+
+
+# ---------------------------------------------------------------------------------------
+# The pyroute2 link kind
+# ---------------------------------------------------------------------------------------
+
+if HAS_PYROUTE2:
+    class NetkitPeerInfo(ifinfbase, nla):
+        """IFLA_NETKIT_PEER_INFO: a whole ifinfomsg (header fields + IFLA_* attributes)."""
+
+    class NetkitData(nla):
+        """IFLA_INFO_DATA of kind netkit."""
+
+        prefix = "IFLA_NETKIT_"
+        nla_map = (
+            ("IFLA_NETKIT_UNSPEC", "none"),
+            ("IFLA_NETKIT_PEER_INFO", "peer_info"),
+            ("IFLA_NETKIT_PRIMARY", "uint8"),
+            ("IFLA_NETKIT_POLICY", "uint32"),
+            ("IFLA_NETKIT_PEER_POLICY", "uint32"),
+            ("IFLA_NETKIT_MODE", "uint32"),
+            ("IFLA_NETKIT_SCRUB", "uint32"),
+            ("IFLA_NETKIT_PEER_SCRUB", "uint32"),
+            ("IFLA_NETKIT_HEADROOM", "uint16"),
+            ("IFLA_NETKIT_TAILROOM", "uint16"),
+        )
+
+        @staticmethod
+        def peer_info(self, *argv, **kwarg):
+            return NetkitPeerInfo
+
+_registered = False
+_register_lock = threading.Lock()
+
+
+def register_netkit_kind(ipr):
+    """Teach pyroute2 the netkit kind (process-wide; later calls do nothing)."""
+    global _registered
+    with _register_lock:
+        if not _registered:
+            ipr.register_link_kind(module={KIND: NetkitData})
+            _registered = True
+
+
+def _require_pyroute2():
+    if not HAS_PYROUTE2:
+        raise NetkitError(f"pyroute2 is needed on the target to manage netkit pairs ({PYROUTE2_IMPORT_ERROR}): "
+                          f"install it (Debian: python3-pyroute2, or pip install pyroute2)")
+
+
+@contextlib.contextmanager
+def _rtnl():
+    """An rtnetlink socket in the calling thread's current network namespace."""
+    _require_pyroute2()
+    ipr = IPRoute(ext_ack=True)
+    try:
+        register_netkit_kind(ipr)
+        yield ipr
+    finally:
+        ipr.close()
+
+
+@contextlib.contextmanager
+def _rtnl_in(netns):
+    """An rtnetlink socket inside named namespace `netns` (None: the current one)."""
+    if netns is None:
+        with _rtnl() as ipr:
+            yield ipr
+        return
+    try:
+        with enter_netns(netns):
+            with _rtnl() as ipr:
+                yield ipr
+    except NetnsError as exc:
+        raise NetkitError(str(exc)) from None
+
+
+def _netlink_text(exc):
+    """'Operation not supported (Unknown device type)' from a NetlinkError."""
+    reason = os.strerror(exc.code)
+    text = exc.args[1] if len(exc.args) > 1 else ""
+    return f"{reason} ({text})" if text and text != reason else reason
+
+
+# ---------------------------------------------------------------------------------------
+# Messages: build (create/change) and decode (dump)
+# ---------------------------------------------------------------------------------------
+
+def linkinfo(data_attrs):
+    """IFLA_LINKINFO of kind netkit carrying `data_attrs` as IFLA_INFO_DATA."""
+    info = [("IFLA_INFO_KIND", KIND)]
+    if data_attrs:
+        info.append(("IFLA_INFO_DATA", {"attrs": list(data_attrs)}))
+    return {"attrs": info}
+
+
+def addr_gen_mode_spec(mode=IN6_ADDR_GEN_MODE_NONE):
+    """IFLA_AF_SPEC that sets the IPv6 address generation mode of a device."""
+    return {"attrs": [("AF_INET6", {"attrs": [("IFLA_INET6_ADDR_GEN_MODE", mode)]})]}
+
+
+def create_request(want, peer_netns_fd=None, features=None):
+    """Keyword arguments for IPRoute.link('add', ...) that create the pair `want`.
+
+    `features` is the probe's finding; attributes the kernel does not know are left out
+    (their default values need no attribute), so the same request works on 6.7 .. 6.14+.
+    """
+    features = features or {"scrub": True, "headroom": True, "tailroom": True}
+    peer = [("IFLA_IFNAME", want["peer_ifname"])]
+    if want["mtu"] is not None:
+        peer.append(("IFLA_MTU", want["mtu"]))
+    if peer_netns_fd is not None:
+        peer.append(("IFLA_NET_NS_FD", peer_netns_fd))
+    data = [
+        ("IFLA_NETKIT_PEER_INFO", {"attrs": peer}),
+        ("IFLA_NETKIT_MODE", MODES[want["mode"]]),
+        ("IFLA_NETKIT_POLICY", POLICIES[want["policy"]]),
+        ("IFLA_NETKIT_PEER_POLICY", POLICIES[want["peer_policy"]]),
+    ]
+    if features.get("scrub"):
+        data.append(("IFLA_NETKIT_SCRUB", SCRUBS[want["scrub"]]))
+        data.append(("IFLA_NETKIT_PEER_SCRUB", SCRUBS[want["peer_scrub"]]))
+    if want["headroom"] is not None:
+        data.append(("IFLA_NETKIT_HEADROOM", want["headroom"]))
+    if want["tailroom"] is not None:
+        data.append(("IFLA_NETKIT_TAILROOM", want["tailroom"]))
+    request = {"ifname": want["host_ifname"], "IFLA_LINKINFO": linkinfo(data)}
+    if want["mtu"] is not None:
+        request["mtu"] = want["mtu"]
+    return request
+
+
+def policy_request(index, policy=None, peer_policy=None):
+    """Keyword arguments for IPRoute.link('set', ...) that change the policies in place.
+
+    Only through the primary device, and only with the kind named: a change without
+    IFLA_INFO_KIND is silently ignored by the kernel.
+    """
+    data = []
+    if policy is not None:
+        data.append(("IFLA_NETKIT_POLICY", POLICIES[policy]))
+    if peer_policy is not None:
+        data.append(("IFLA_NETKIT_PEER_POLICY", POLICIES[peer_policy]))
+    return {"index": index, "IFLA_LINKINFO": linkinfo(data)}
+
+
+def _name_of(table, value):
+    if value is None:
+        return None
+    for name, number in table.items():
+        if number == value:
+            return name
+    return str(value)
+
+
+def _normalize_cidr(address, prefixlen=None):
+    text = address if prefixlen is None else f"{address}/{prefixlen}"
+    return ipaddress.ip_interface(text).with_prefixlen
+
+
+def _sort_cidrs(cidrs):
+    return sorted(set(cidrs), key=lambda c: (ipaddress.ip_interface(c).version, ipaddress.ip_interface(c)))
+
+
+def _is_link_local6(cidr):
+    iface = ipaddress.ip_interface(cidr)
+    return iface.version == 6 and iface.ip.is_link_local
+
+
+def decode_link(msg):
+    """The facts of one RTM_NEWLINK message as a plain dict (netkit fields None elsewhere)."""
+    info = msg.get_attr("IFLA_LINKINFO")
+    kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
+    data = info.get_attr("IFLA_INFO_DATA") if info is not None and kind == KIND else None
+
+    def netkit(name):
+        return data.get_attr(name) if data is not None and not isinstance(data, str) else None
+
+    af_spec = msg.get_attr("IFLA_AF_SPEC")
+    gen_mode = None
+    if af_spec is not None:
+        inet6 = af_spec.get_attr("AF_INET6")
+        if inet6 is not None:
+            gen_mode = inet6.get_attr("IFLA_INET6_ADDR_GEN_MODE")
+    primary = netkit("IFLA_NETKIT_PRIMARY")
+    return {
+        "ifname": msg.get_attr("IFLA_IFNAME"),
+        "ifindex": msg["index"],
+        "kind": kind,
+        "up": bool(msg["flags"] & IFF_UP),
+        "mtu": msg.get_attr("IFLA_MTU"),
+        "link": msg.get_attr("IFLA_LINK"),
+        "link_netnsid": msg.get_attr("IFLA_LINK_NETNSID"),
+        "addr_gen_mode": ADDR_GEN_MODES.get(gen_mode, gen_mode),
+        "primary": None if primary is None else bool(primary),
+        "mode": _name_of(MODES, netkit("IFLA_NETKIT_MODE")),
+        "policy": _name_of(POLICIES, netkit("IFLA_NETKIT_POLICY")),
+        "peer_policy": _name_of(POLICIES, netkit("IFLA_NETKIT_PEER_POLICY")),
+        "scrub": _name_of(SCRUBS, netkit("IFLA_NETKIT_SCRUB")),
+        "peer_scrub": _name_of(SCRUBS, netkit("IFLA_NETKIT_PEER_SCRUB")),
+        "headroom": netkit("IFLA_NETKIT_HEADROOM"),
+        "tailroom": netkit("IFLA_NETKIT_TAILROOM"),
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------------------
+
+def _get_link(ipr, ifname=None, index=None):
+    try:
+        if ifname is not None:
+            msgs = ipr.link("get", ifname=ifname)
+        else:
+            msgs = ipr.link("get", index=index)
+    except NetlinkError as exc:
+        if exc.code == errno.ENODEV:
+            return None
+        raise
+    return decode_link(msgs[0]) if msgs else None
+
+
+def _addresses(ipr, index):
+    # IFA_LOCAL is the device's own IPv4 address (IFA_ADDRESS may be a point-to-point peer).
+    return _sort_cidrs(_normalize_cidr(a.get_attr("IFA_LOCAL") or a.get_attr("IFA_ADDRESS"), a["prefixlen"])
+                       for a in ipr.addr("dump", index=index))
+
+
+def _netns_name_for_nsid(ipr, nsid, hint=None):
+    """Which /run/netns/<name> the current namespace knows as `nsid` (None if unnamed)."""
+    names = ([hint] if hint else []) + [n for n in list_netns() if n != hint]
+    for name in names:
+        try:
+            fd = os.open(netns_path(name), os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            found = ipr.get_netnsid(fd=fd)
+        finally:
+            os.close(fd)
+        if found and found.get("nsid") == nsid:
+            return name
+    return None
+
+
+def read_pair(host_ifname, peer_netns_hint=None):
+    """The pair whose primary (host side) is `host_ifname` in the current namespace, or None.
+
+    Raises NetkitError if that name is taken by something that is not a netkit primary.
+    """
+    with _rtnl() as ipr:
+        host = _get_link(ipr, ifname=host_ifname)
+        if host is None:
+            return None
+        if host["kind"] != KIND:
+            raise NetkitError(
+                f"device '{host_ifname}' exists and is {_kind_text(host['kind'])}, not a netkit pair: "
+                f"this collection never deletes devices it did not make; remove or rename it, or choose "
+                f"another host_ifname")
+        if host["primary"] is False:
+            raise NetkitError(
+                f"device '{host_ifname}' is the peer side of a netkit pair, not its primary (host side): "
+                f"name the primary device as host_ifname")
+        pair = {
+            "host_ifname": host_ifname,
+            "host_ifindex": host["ifindex"],
+            "peer_ifindex": host["link"],
+            "peer_netnsid": host["link_netnsid"],
+            "peer_netns": None,
+            "peer_ifname": None,
+            "mode": host["mode"],
+            "policy": host["policy"],
+            "peer_policy": host["peer_policy"],
+            "scrub": host["scrub"],
+            "peer_scrub": host["peer_scrub"],
+            "headroom": host["headroom"],
+            "tailroom": host["tailroom"],
+            "mtu": host["mtu"],
+            "up": host["up"],
+            "host_addresses": _addresses(ipr, host["ifindex"]),
+            "host_addr_gen_mode": host["addr_gen_mode"],
+            "peer_mtu": None,
+            "peer_up": None,
+            "peer_addresses": [],
+        }
+        if pair["peer_netnsid"] is not None:
+            pair["peer_netns"] = _netns_name_for_nsid(ipr, pair["peer_netnsid"], peer_netns_hint)
+            if pair["peer_netns"] is None:
+                # The peer sits in a namespace without a name under /run/netns: not ours to enter.
+                pair["peer_netns"] = f"(unnamed, nsid {pair['peer_netnsid']})"
+                return pair
+    with _rtnl_in(pair["peer_netns"]) as pipr:
+        peer = _get_link(pipr, index=pair["peer_ifindex"]) if pair["peer_ifindex"] else None
+        if peer is not None:
+            pair.update(peer_ifname=peer["ifname"], peer_mtu=peer["mtu"], peer_up=peer["up"],
+                        peer_addresses=_addresses(pipr, peer["ifindex"]))
+    return pair
+
+
+def _kind_text(kind):
+    return f"a '{kind}' device" if kind else "a device without a link kind (a physical NIC or loopback?)"
+
+
+# ---------------------------------------------------------------------------------------
+# Probing the kernel
+# ---------------------------------------------------------------------------------------
+
+_probe_cache = None
+_probe_lock = threading.Lock()
+
+
+def probe_netkit(refresh=False):
+    """What the running kernel supports, found by trying it (Cilium style).
+
+    Creates a netkit pair with scrub none and a 64-byte headroom/tailroom in a throwaway
+    namespace, reads it back and removes the namespace (and the pair with it). Returns
+    {kernel, netkit, scrub, headroom, tailroom, detail}; cached for the process.
+    """
+    global _probe_cache
+    with _probe_lock:
+        if _probe_cache is None or refresh:
+            _probe_cache = _probe()
+        return dict(_probe_cache)
+
+
+def _probe():
+    _require_pyroute2()
+    facts = {"kernel": kernel_release(), "netkit": False, "scrub": False, "headroom": False,
+             "tailroom": False, "detail": ""}
+    scratch = f"ygnk-probe-{uuid.uuid4().hex[:10]}"
+    want = dict(DEFAULTS, host_ifname="probe-host", peer_ifname="probe-peer",
+                policy="forward", peer_policy="forward", scrub="none", peer_scrub="none",
+                headroom=64, tailroom=64)
+    try:
+        create_netns(scratch)
+    except NetnsError as exc:
+        raise NetkitError(f"probing netkit support: could not make a scratch namespace: {exc}") from None
+    try:
+        with _rtnl_in(scratch) as ipr:
+            try:
+                ipr.link("add", **create_request(want))
+            except NetlinkError as exc:
+                if exc.code == errno.EOPNOTSUPP:
+                    facts["detail"] = f"creating a netkit device failed: {_netlink_text(exc)}"
+                    return facts
+                raise NetkitError(f"probing netkit support: creating a test pair failed: "
+                                  f"{_netlink_text(exc)}") from None
+            got = _get_link(ipr, ifname="probe-host")
+            facts["netkit"] = True
+            # Attributes above the kernel's IFLA_NETKIT_MAX are ignored without an error,
+            # so support shows only in what the kernel reports back.
+            facts["scrub"] = got["scrub"] == "none" and got["peer_scrub"] == "none"
+            facts["headroom"] = got["headroom"] == 64
+            facts["tailroom"] = got["tailroom"] == 64
+            facts["detail"] = "netkit pair created and read back in a scratch namespace"
+    finally:
+        delete_netns(scratch)
+    return facts
+
+
+def _features_of(pair):
+    """What a kernel supports, read off an existing pair (no probe needed)."""
+    return {"netkit": True, "scrub": pair["scrub"] is not None,
+            "headroom": pair["headroom"] is not None, "tailroom": pair["tailroom"] is not None,
+            "kernel": kernel_release(), "detail": f"read off the existing pair {pair['host_ifname']}"}
+
+
+def require_features(want, features):
+    """Raise NetkitUnavailable if `want` needs something the kernel lacks."""
+    release = features["kernel"]
+    if not features["netkit"]:
+        raise NetkitUnavailable(no_netkit_message(release))
+    if not features["scrub"]:
+        asked = [k for k in ("scrub", "peer_scrub") if want[k] != "default"]
+        if asked:
+            raise NetkitUnavailable(
+                f"netkit pair {want['host_ifname']}: {'/'.join(asked)}: none is not supported by this kernel "
+                f"(Linux {release}: a netkit pair made with scrub none reported no scrub setting): "
+                f"leave scrub and peer_scrub at 'default', or use {SCRUB_NEEDS}")
+    for room in ("headroom", "tailroom"):
+        if want[room] is not None and not features[room]:
+            raise NetkitUnavailable(
+                f"netkit pair {want['host_ifname']}: {room} is not supported by this kernel "
+                f"(Linux {release} does not report IFLA_NETKIT_{room.upper()} for netkit devices, so it would "
+                f"ignore the setting): "
+                f"leave {room} unset, or use {ROOM_NEEDS}")
+
+
+# ---------------------------------------------------------------------------------------
+# Validation
+# ---------------------------------------------------------------------------------------
+
+def validate_ifname(name):
+    """None if `name` can be a Linux interface name, else a sentence saying why not."""
+    if not isinstance(name, str) or name == "":
+        return "an interface name must not be empty"
+    if len(name.encode("utf-8")) >= IFNAMSIZ:
+        return f"'{name}' is {len(name.encode('utf-8'))} bytes long; Linux allows at most {IFNAMSIZ - 1}"
+    if name in (".", ".."):
+        return f"'{name}' is not a valid interface name"
+    if _IFNAME_BAD.search(name):
+        return f"'{name}' contains '/', ':' or whitespace, which Linux refuses in interface names"
+    return None
+
+
+def normalize_spec(spec):
+    """`spec` with defaults filled in and addresses normalized; NetkitError lists every problem."""
+    want = dict(DEFAULTS)
+    want.update({k: v for k, v in spec.items() if v is not None})
+    if spec.get("peer_addresses") is None:
+        want["peer_addresses"] = []
+    problems = []
+    for field in ("host_ifname", "peer_ifname"):
+        reason = validate_ifname(want.get(field))
+        if reason:
+            problems.append(f"{field}: {reason}")
+    if want["peer_netns"] is not None:
+        reason = validate_name(want["peer_netns"])
+        if reason:
+            problems.append(f"peer_netns: {reason}")
+    elif want.get("host_ifname") == want.get("peer_ifname"):
+        problems.append("peer_ifname: equals host_ifname and both sides would be in the same namespace; "
+                        "choose another name or set peer_netns")
+    for field, table in (("mode", MODES), ("policy", POLICIES), ("peer_policy", POLICIES),
+                         ("scrub", SCRUBS), ("peer_scrub", SCRUBS)):
+        if want[field] not in table:
+            problems.append(f"{field}: '{want[field]}' is not one of {', '.join(table)}")
+    for field, low, high in (("headroom", 0, 65535), ("tailroom", 0, 65535), ("mtu", 68, 65535)):
+        value = want[field]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high):
+            problems.append(f"{field}: {value!r} is not an integer from {low} to {high}")
+    if not isinstance(want["up"], bool):
+        problems.append(f"up: {want['up']!r} is not true or false")
+    cidrs = []
+    addresses = want["peer_addresses"]
+    if not isinstance(addresses, (list, tuple)):
+        problems.append(f"peer_addresses: {addresses!r} is not a list of CIDR addresses")
+        addresses = []
+    for address in addresses:
+        if not isinstance(address, str) or "/" not in address:
+            problems.append(f"peer_addresses: {address!r} is not an address with a prefix length "
+                            f"(write it as 10.42.0.1/24 or fd00::1/64)")
+            continue
+        try:
+            cidrs.append(_normalize_cidr(address))
+        except ValueError as exc:
+            problems.append(f"peer_addresses: {address!r} is not a CIDR address ({exc})")
+    want["peer_addresses"] = _sort_cidrs(cidrs)
+    if problems:
+        where = f"netkit pair {spec.get('host_ifname')!r}"
+        raise NetkitError(f"{where}: " + "; ".join(problems))
+    return want
+
+
+# ---------------------------------------------------------------------------------------
+# Converging
+# ---------------------------------------------------------------------------------------
+
+COMPARED = ("state", "peer_ifname", "peer_netns", "mode", "policy", "peer_policy", "scrub", "peer_scrub",
+            "headroom", "tailroom", "mtu", "peer_mtu", "up", "peer_up", "peer_addresses", "host_addresses",
+            "host_addr_gen_mode")
+
+
+def _absent_state():
+    return dict({k: None for k in COMPARED}, state="absent", peer_addresses=[], host_addresses=[])
+
+
+def comparable(pair, keep_link_local=()):
+    """The before/after view of a pair: what a diff shows (no ifindexes, they change)."""
+    if pair is None:
+        return _absent_state()
+    view = {k: pair.get(k) for k in COMPARED}
+    view["state"] = "present"
+    # The kernel may give the peer an IPv6 link-local address of its own; it is not managed.
+    view["peer_addresses"] = [a for a in pair["peer_addresses"] if not _is_link_local6(a) or a in keep_link_local]
+    return view
+
+
+def _recreate_reasons(before, want):
+    reasons = []
+    for key in RECREATE_ATTRIBUTES:
+        wanted = want[key]
+        if key in ("headroom", "tailroom") and wanted is None:
+            continue
+        if key in ("scrub", "peer_scrub") and before[key] is None and wanted == "default":
+            continue  # kernel without scrub support behaves as 'default'
+        if before[key] != wanted:
+            reasons.append((key, before[key], wanted))
+    return reasons
+
+
+def _predict_created(want, features):
+    after = dict(_absent_state(), state="present", peer_ifname=want["peer_ifname"], peer_netns=want["peer_netns"],
+                 mode=want["mode"], policy=want["policy"], peer_policy=want["peer_policy"],
+                 headroom=want["headroom"], tailroom=want["tailroom"], mtu=want["mtu"], peer_mtu=want["mtu"],
+                 up=False, peer_up=False, host_addr_gen_mode=None)
+    if features.get("scrub"):
+        after.update(scrub=want["scrub"], peer_scrub=want["peer_scrub"])
+    return after
+
+
+def _plan_in_place(current, want):
+    """Steps (description, kind, argument) that turn `current` into `want` without recreating."""
+    steps = []
+    if current["policy"] != want["policy"] or current["peer_policy"] != want["peer_policy"]:
+        steps.append((f"set policy {want['policy']}, peer_policy {want['peer_policy']} "
+                      f"(was {current['policy']}, {current['peer_policy']})", "policy", None))
+    if current["host_addr_gen_mode"] not in ("none", None):  # None: no IPv6 on this host
+        steps.append((f"set IPv6 addr_gen_mode none on {want['host_ifname']} (was {current['host_addr_gen_mode']})",
+                      "addr_gen_mode", None))
+    for cidr in current["host_addresses"]:
+        steps.append((f"remove host-side address {cidr} from {want['host_ifname']}", "host_addr_del", cidr))
+    if want["mtu"] is not None and current["mtu"] != want["mtu"]:
+        steps.append((f"set mtu {want['mtu']} on {want['host_ifname']} (was {current['mtu']})", "mtu", None))
+    if want["mtu"] is not None and current["peer_mtu"] != want["mtu"]:
+        steps.append((f"set mtu {want['mtu']} on {want['peer_ifname']} (was {current['peer_mtu']})",
+                      "peer_mtu", None))
+    for cidr in current["peer_addresses"]:
+        if cidr not in want["peer_addresses"]:
+            steps.append((f"remove address {cidr} from {want['peer_ifname']}", "peer_addr_del", cidr))
+    for cidr in want["peer_addresses"]:
+        if cidr not in current["peer_addresses"]:
+            steps.append((f"add address {cidr} to {want['peer_ifname']}", "peer_addr_add", cidr))
+    state = "up" if want["up"] else "down"
+    if current["peer_up"] != want["up"]:
+        steps.append((f"set {want['peer_ifname']} {state}", "peer_up", None))
+    if current["up"] != want["up"]:
+        steps.append((f"set {want['host_ifname']} {state}", "up", None))
+    return steps
+
+
+def _predict_in_place(current, want):
+    after = dict(current)
+    after.update(policy=want["policy"], peer_policy=want["peer_policy"],
+                 host_addr_gen_mode=None if current["host_addr_gen_mode"] is None else "none", host_addresses=[], peer_addresses=list(want["peer_addresses"]), up=want["up"], peer_up=want["up"])
+    if want["mtu"] is not None:
+        after.update(mtu=want["mtu"], peer_mtu=want["mtu"])
+    return after
+
+
+def _open_netns_fd(name):
+    try:
+        return os.open(netns_path(name), os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise NetkitError(f"peer_netns: network namespace '{name}' does not exist ({netns_path(name)} is missing): "
+                          f"create it first (yogurt.phone.netns)") from None
+
+
+def _create(want, features):
+    fd = _open_netns_fd(want["peer_netns"]) if want["peer_netns"] else None
+    try:
+        with _rtnl() as ipr:
+            ipr.link("add", **create_request(want, peer_netns_fd=fd, features=features))
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _delete(host_ifname):
+    with _rtnl() as ipr:
+        index = ipr.link_lookup(ifname=host_ifname)
+        if index:
+            ipr.link("del", index=index[0])
+
+
+def _apply_in_place(pair, want, steps):
+    host, host_index, peer_index = want["host_ifname"], pair["host_ifindex"], pair["peer_ifindex"]
+    updown = "up" if want["up"] else "down"
+    host_ops = {
+        "policy": lambda ipr, _: ipr.link("set", **policy_request(host_index, want["policy"], want["peer_policy"])),
+        "addr_gen_mode": lambda ipr, _: ipr.link("set", index=host_index, IFLA_AF_SPEC=addr_gen_mode_spec()),
+        "host_addr_del": lambda ipr, cidr: _addr(ipr, "del", host_index, cidr),
+        "mtu": lambda ipr, _: ipr.link("set", index=host_index, mtu=want["mtu"]),
+    }
+    peer_ops = {
+        "peer_mtu": lambda ipr, _: ipr.link("set", index=peer_index, mtu=want["mtu"]),
+        "peer_addr_del": lambda ipr, cidr: _addr(ipr, "del", peer_index, cidr),
+        "peer_addr_add": lambda ipr, cidr: _addr(ipr, "add", peer_index, cidr),
+        "peer_up": lambda ipr, _: ipr.link("set", index=peer_index, state=updown),
+    }
+    # Host side first (policy, no IPv6 address generation, no addresses), then the peer
+    # inside its namespace, and the host side comes up last.
+    with _rtnl() as ipr:
+        for description, kind, arg in steps:
+            if kind in host_ops:
+                _step(host, description, host_ops[kind], ipr, arg)
+    if any(kind in peer_ops for _, kind, _ in steps):
+        with _rtnl_in(want["peer_netns"]) as ipr:
+            for description, kind, arg in steps:
+                if kind in peer_ops:
+                    _step(host, description, peer_ops[kind], ipr, arg)
+    for description, kind, _ in steps:
+        if kind == "up":
+            with _rtnl() as ipr:
+                _step(host, description, ipr.link, "set", index=host_index, state=updown)
+
+
+def _addr(ipr, command, index, cidr):
+    iface = ipaddress.ip_interface(cidr)
+    kwargs = {"index": index, "address": str(iface.ip), "prefixlen": iface.network.prefixlen}
+    if command == "add" and iface.version == 6:
+        kwargs["flags"] = IFA_F_NODAD  # usable at once; the pair is point to point
+    ipr.addr(command, **kwargs)
+
+
+def _netlink_error(where, exc):
+    return NetkitError(f"netkit pair {where}: {_netlink_text(exc)}")
+
+
+def converge_netkit(spec, check_mode, recreate=False):
+    """Make the pair described by `spec` exist as described.
+
+    Returns {changed, before, after, actions, netkit, warnings}. `before`/`after` are the
+    diff views (comparable()); `netkit` is the pair as read after the run (ifindexes
+    included), or the prediction in check mode.
+    """
+    want = normalize_spec(spec)
+    host = want["host_ifname"]
+    try:
+        return _converge(want, check_mode, recreate)
+    except NetlinkError as exc:
+        raise _netlink_error(host, exc) from None
+
+
+def _converge(want, check_mode, recreate):
+    host = want["host_ifname"]
+    keep_ll = [a for a in want["peer_addresses"] if _is_link_local6(a)]
+    pair = read_pair(host, want["peer_netns"])
+    before = comparable(pair, keep_ll)
+    actions, warnings = [], []
+
+    # What the kernel supports: read off the existing pair, or probed before creating one.
+    features = probe_netkit() if pair is None else _features_of(pair)
+    require_features(want, features)
+
+    reasons = _recreate_reasons(before, want) if pair is not None else []
+    if reasons and not recreate:
+        text = ", ".join(f"{key} is {old!r}, asked {new!r}" for key, old, new in reasons)
+        raise NetkitError(
+            f"netkit pair {host}: {text}; the kernel fixes "
+            f"{'this' if len(reasons) == 1 else 'these'} when the pair is created. Set recreate: true to delete "
+            f"and recreate the pair (its addresses and attached BPF programs go with it)")
+
+    if before["host_addresses"]:
+        verb = "would be removed" if check_mode else "were removed"
+        warnings.append(f"netkit pair {host}: the host side carried addresses {', '.join(before['host_addresses'])}; "
+                        f"they {verb} (the host side of a pair must have no address)")
+
+    current = before
+    if pair is None or reasons:
+        if reasons:
+            actions.append(f"delete pair {host} to recreate it ("
+                           + ", ".join(f"{k} {o} -> {n}" for k, o, n in reasons) + ")")
+        where = f" in netns {want['peer_netns']}" if want["peer_netns"] else ""
+        actions.append(f"create netkit pair {host} / {want['peer_ifname']}{where} (mode {want['mode']}, "
+                       f"policy {want['policy']}, peer_policy {want['peer_policy']}"
+                       + (f", scrub {want['scrub']}, peer_scrub {want['peer_scrub']}" if features["scrub"] else "")
+                       + ")")
+        # The peer's name must be free where the peer goes (unless it is the old peer's name there).
+        moves = pair is None or (before["peer_netns"], before["peer_ifname"]) != (want["peer_netns"],
+                                                                                  want["peer_ifname"])
+        if check_mode:
+            current = _predict_created(want, features)
+            if want["peer_netns"] and not netns_exists(want["peer_netns"]):
+                actions.append(f"(namespace {want['peer_netns']} does not exist yet: it must be created first)")
+            elif moves:
+                _check_peer_name_free(want)
+        else:
+            if moves:
+                _check_peer_name_free(want)
+            if reasons:
+                _step(host, actions[0], _delete, host)
+            _step(host, actions[-1], _create, want, features)
+            pair = read_pair(host, want["peer_netns"])
+            if pair is None:
+                raise NetkitError(f"netkit pair {host}: created, but it is not there when read back")
+            current = comparable(pair, keep_ll)
+
+    steps = _plan_in_place(current, want)
+    actions.extend(desc for desc, _, _ in steps)
+    predicted = _predict_in_place(current, want)
+
+    if check_mode:
+        return {"changed": bool(actions), "before": before, "after": predicted, "actions": actions,
+                "netkit": dict(predicted, host_ifname=host), "warnings": warnings, "features": features}
+
+    if steps:
+        _apply_in_place(pair, want, steps)
+    final = read_pair(host, want["peer_netns"]) if actions else pair
+    after = comparable(final, keep_ll)
+    _verify(host, predicted, after, features)
+    return {"changed": bool(actions), "before": before, "after": after, "actions": actions,
+            "netkit": dict(after, host_ifname=host, host_ifindex=final["host_ifindex"],
+                           peer_ifindex=final["peer_ifindex"]),
+            "warnings": warnings, "features": features}
+
+
+def _step(host, description, func, *args, **kwargs):
+    """Run one change; a kernel refusal names the change it refused."""
+    try:
+        return func(*args, **kwargs)
+    except NetlinkError as exc:
+        raise NetkitError(f"netkit pair {host}: {description}: {_netlink_text(exc)}") from None
+
+
+def _check_peer_name_free(want):
+    """A clear error instead of EEXIST when the peer's name is taken where the peer would go."""
+    with _rtnl_in(want["peer_netns"]) as ipr:
+        taken = ipr.link_lookup(ifname=want["peer_ifname"])
+    if taken:
+        where = f"network namespace '{want['peer_netns']}'" if want["peer_netns"] else "the host namespace"
+        raise NetkitError(f"netkit pair {want['host_ifname']}: peer_ifname '{want['peer_ifname']}' is already "
+                          f"taken in {where}: remove that device or choose another peer_ifname")
+
+
+def _verify(host, predicted, after, features):
+    """The kernel must report what was asked; some attributes are ignored without an error."""
+    wrong = [k for k in COMPARED if predicted.get(k) is not None and after.get(k) != predicted.get(k)
+             and k != "state"]
+    if wrong:
+        detail = ", ".join(f"{k} is {after.get(k)!r}, asked {predicted.get(k)!r}" for k in wrong)
+        raise NetkitError(f"netkit pair {host}: after the change the kernel (Linux {features['kernel']}) reports "
+                          f"{detail}")
+
+
+def remove_netkit(host_ifname, check_mode):
+    """Delete the pair whose host side is `host_ifname` (both sides go). Absent is fine."""
+    reason = validate_ifname(host_ifname)
+    if reason:
+        raise NetkitError(f"netkit pair {host_ifname!r}: host_ifname: {reason}")
+    try:
+        pair = read_pair(host_ifname)
+        before = comparable(pair)
+        actions = []
+        if pair is not None:
+            actions.append(f"delete netkit pair {host_ifname} / {pair['peer_ifname']}")
+            if not check_mode:
+                _delete(host_ifname)
+    except NetlinkError as exc:
+        raise _netlink_error(host_ifname, exc) from None
+    return {"changed": bool(actions), "before": before, "after": _absent_state(), "actions": actions,
+            "netkit": dict(_absent_state(), host_ifname=host_ifname), "warnings": []}

@@ -1,0 +1,314 @@
+# Copyright: Contributors to the yogurt.phone collection
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Converge every phone of one host: namespaces, pairs, wire, and the record of what we made.
+
+Order per phone: namespaces, then the two pairs (veth or netkit), then the wire. Each step
+is idempotent and re-reads nothing it already knows, so a run killed at any point is
+healed by the next run. A record per phone under /run/yogurt/phones/ says which devices,
+namespaces and pins belong to the collection, so that teardown removes those and nothing
+else; /run is empty after a reboot, like the devices and pins it describes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+
+from ansible_collections.yogurt.phone.plugins.module_utils.diff import DifferenceTracker
+from ansible_collections.yogurt.phone.plugins.module_utils.links import open_ipr, read_namespace
+from ansible_collections.yogurt.phone.plugins.module_utils.netns import (
+    create_netns,
+    delete_netns,
+    list_netns,
+    loopback_is_up,
+    netns_exists,
+    set_loopback,
+)
+from ansible_collections.yogurt.phone.plugins.module_utils.veth import converge_pair, remove_pair
+
+RUN_DIR = "/run/yogurt"
+RECORD_DIR = os.path.join(RUN_DIR, "phones")
+LOCK_PATH = os.path.join(RUN_DIR, "lock")
+BPFFS_PHONES = "/sys/fs/bpf/yogurt"
+
+
+class PhoneError(Exception):
+    """A phone could not be converged; the message names the phone and the step."""
+
+
+@contextlib.contextmanager
+def host_lock():
+    """One converge at a time per host: a second run waits for the first, then finds it done."""
+    os.makedirs(RUN_DIR, mode=0o755, exist_ok=True)
+    with open(LOCK_PATH, "w", encoding="utf-8") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def read_records():
+    records = {}
+    try:
+        names = os.listdir(RECORD_DIR)
+    except FileNotFoundError:
+        return records
+    for entry in names:
+        if entry.endswith(".json"):
+            with contextlib.suppress(OSError, ValueError):
+                with open(os.path.join(RECORD_DIR, entry), encoding="utf-8") as handle:
+                    records[entry[:-5]] = json.load(handle)
+    return records
+
+
+def write_record(phone, backend):
+    os.makedirs(RECORD_DIR, mode=0o755, exist_ok=True)
+    path = os.path.join(RECORD_DIR, phone["name"] + ".json")
+    data = {"name": phone["name"], "backend": backend,
+            "ends": [{k: e[k] for k in ("netns", "host_ifname", "cont_ifname")} for e in phone["ends"]]}
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def delete_record(name):
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(RECORD_DIR, name + ".json"))
+
+
+def probe_host():
+    """Kernel facts for backend choice: {kernel, netkit, netkit_reason, tcx, tcx_reason, libbpf}."""
+    from ansible_collections.yogurt.phone.plugins.module_utils.probes import probe_wire
+
+    facts = probe_wire()
+    details = facts.pop("details", {})
+    facts["netkit"] = bool(facts.get("netkit"))
+    facts["netkit_reason"] = details.get("netkit", "")
+    facts["tcx_reason"] = details.get("tcx", "")
+    return facts
+
+
+def resolve_backend(requested, facts):
+    """(backend, reason). facts: {'netkit': bool, 'netkit_reason': str, 'kernel': str, 'tcx': bool}."""
+    kernel = facts.get("kernel", "?")
+    if requested == "veth":
+        return "veth", "veth was asked for"
+    if requested == "netkit":
+        if facts.get("netkit"):
+            return "netkit", "netkit was asked for"
+        raise PhoneError(
+            f"backend netkit was asked for, but this host cannot create netkit devices (Linux {kernel}: "
+            f"{facts.get('netkit_reason', 'no netkit')}): use backend: veth (or auto), or boot a kernel >= 6.7 "
+            "with CONFIG_NETKIT=y")
+    if facts.get("netkit"):
+        return "netkit", f"auto: Linux {kernel} can create netkit devices"
+    return "veth", f"auto: Linux {kernel} has no netkit ({facts.get('netkit_reason', 'probe failed')}); veth with tcx"
+
+
+class HostConverger:
+    """Converge a normalized list of phones (phone_model.normalize_phones) on this host."""
+
+    def __init__(self, phones, facts, objects, check_mode=False, host_addresses="remove", exclusive=False):
+        self.phones = phones
+        self.facts = facts
+        self.objects = objects  # {'veth': path, 'netkit': path}
+        self.check_mode = check_mode
+        self.host_addresses = host_addresses
+        self.exclusive = exclusive
+        self.warnings = []
+
+    def plan_backends(self):
+        """Resolve every present phone's backend before anything changes (bad input fails here)."""
+        plans = {}
+        problems = []
+        for phone in self.phones:
+            if phone["state"] != "present":
+                continue
+            try:
+                plans[phone["name"]] = resolve_backend(phone["backend"], self.facts)
+            except PhoneError as exc:
+                problems.append(f"phone '{phone['name']}', field 'backend': {exc}")
+            else:
+                backend = plans[phone["name"]][0]
+                if not self.objects.get(backend):
+                    problems.append(f"phone '{phone['name']}': no BPF object for the {backend} backend was given "
+                                    f"(option objects.{backend}): compile bpf/wire_{backend}.bpf.c first")
+        if problems:
+            raise PhoneError("; ".join(problems))
+        return plans
+
+    def run(self):
+        plans = self.plan_backends()
+        results = []
+        tracker = DifferenceTracker()
+        ipr = open_ipr()
+        try:
+            host_devices = read_namespace(ipr)
+            live_netns = set(list_netns())
+            records = read_records()
+            self.owned = {e["host_ifname"] for r in records.values() for e in r.get("ends", [])}
+            listed = {p["name"] for p in self.phones}
+            for phone in self.phones:
+                if phone["state"] == "present":
+                    res = self._present(ipr, host_devices, live_netns, phone, *plans[phone["name"]])
+                else:
+                    res = self._absent(ipr, host_devices, live_netns, phone["name"], phone["ends"] or
+                                       records.get(phone["name"], {}).get("ends", []))
+                results.append(res)
+                tracker.add(phone["name"], res.pop("_before"), res.pop("_after"))
+            if self.exclusive:
+                unlisted = set(records) | set(_pinned_phones())
+                for name in sorted(unlisted - listed):
+                    res = self._absent(ipr, host_devices, live_netns, name, records.get(name, {}).get("ends", []))
+                    results.append(res)
+                    tracker.add(name, res.pop("_before"), res.pop("_after"))
+        finally:
+            ipr.close()
+        return {
+            "changed": any(r["changed"] for r in results),
+            "phones": results,
+            "diff": tracker.get_diff(),
+            "warnings": self.warnings,
+        }
+
+    def _present(self, ipr, host_devices, live_netns, phone, backend, reason):
+        from ansible_collections.yogurt.phone.plugins.module_utils import wire
+
+        name = phone["name"]
+        actions = []
+        ends_before, ends_after, host_indexes = [], [], []
+        for end_index, end in enumerate(phone["ends"]):
+            # Never take over a device we did not make: records written before this run say what is ours.
+            if end["host_ifname"] in host_devices and end["host_ifname"] not in self.owned:
+                raise PhoneError(
+                    f"phone '{name}' ends[{end_index}].host_ifname: device {end['host_ifname']} already exists and "
+                    "this collection did not make it: remove or rename it, or choose another host_ifname")
+        if not self.check_mode:
+            # Recorded before anything is made: a run killed halfway leaves devices the next run owns.
+            write_record(phone, backend)
+        for end_index, end in enumerate(phone["ends"]):
+            where = f"phone '{name}' ends[{end_index}]"
+            netns = end["netns"]
+            ns_before = netns in live_netns
+            if not ns_before:
+                actions.append(f"created namespace {netns}")
+                if not self.check_mode:
+                    self._step(where, "creating its namespace", create_netns, netns)
+                    live_netns.add(netns)
+            if (not ns_before and not self.check_mode) or (ns_before and not loopback_is_up(netns)):
+                if ns_before:
+                    actions.append(f"brought lo up in {netns}")
+                if not self.check_mode:
+                    self._step(where, "bringing lo up", set_loopback, netns, True)
+            spec = {
+                "host_ifname": end["host_ifname"], "peer_ifname": end["cont_ifname"], "peer_netns": netns,
+                "peer_addresses": end["addresses"], "mtu": phone["mtu"], "host_addresses": self.host_addresses,
+                "mode": phone["mode"],
+            }
+            pair = self._step(where, f"converging its {backend} pair", self._pair, ipr, host_devices, spec, backend)
+            actions.extend(pair["actions"])
+            for text in pair["warnings"]:
+                self.warnings.append(f"phone '{name}': {text}")
+            ends_before.append(dict(netns=netns if ns_before else None, host_ifname=end["host_ifname"],
+                                    cont_ifname=end["cont_ifname"], **pair["before"]))
+            ends_after.append(dict(netns=netns, host_ifname=end["host_ifname"], cont_ifname=end["cont_ifname"],
+                                   **pair["after"]))
+            host_indexes.append(pair["host_index"])
+
+        wire_ends = [{"host_ifname": e["host_ifname"], "cont_netns": e["netns"], "cont_ifname": e["cont_ifname"]}
+                     for e in phone["ends"]]
+        if self.check_mode and None in host_indexes:
+            # The pairs do not exist yet, so the wire cannot be inspected: it will be attached.
+            wire_res = {"changed": True, "actions": [f"attach the {backend} wire"],
+                        "before": wire_state_absent(), "after": {"attached": True}}
+        else:
+            wire_res = self._step(f"phone '{name}'", "attaching its wire", wire.converge_wire,
+                                  name, backend, wire_ends, self.objects[backend], self.check_mode)
+        actions.extend(wire_res.get("actions", []))
+        changed = bool(actions)
+        return {
+            "name": name, "state": "present", "backend": backend, "backend_reason": reason,
+            "changed": changed, "actions": actions,
+            "ends": [dict(e, host_ifindex=i) for e, i in zip(ends_after, host_indexes)],
+            "wire": {k: v for k, v in wire_res.items() if k not in ("before", "after", "changed", "actions")},
+            "_before": {"backend": ends_before[0].get("kind"), "ends": ends_before, "wire": wire_res.get("before")},
+            "_after": {"backend": backend, "ends": ends_after, "wire": wire_res.get("after")},
+        }
+
+    def _pair(self, ipr, host_devices, spec, backend):
+        host_ifname = spec["host_ifname"]
+        host = host_devices.get(host_ifname)
+        replaced = []
+        if host is not None and host["kind"] != backend:
+            replaced.append(f"removed {host_ifname} ({host['kind']}) to rebuild it on {backend}")
+            if not self.check_mode:
+                remove_pair(ipr, host_devices, host_ifname, False)
+            host_devices.pop(host_ifname)
+        if backend == "veth":
+            res = converge_pair(spec, self.check_mode, host_devices, ipr, kind="veth", owned=True)
+            res["actions"][:0] = replaced
+            return res
+        from ansible_collections.yogurt.phone.plugins.module_utils.netkit import converge_netkit
+
+        res = converge_netkit({
+            "host_ifname": host_ifname, "peer_ifname": spec["peer_ifname"], "peer_netns": spec["peer_netns"],
+            "mode": spec["mode"], "mtu": spec["mtu"], "peer_addresses": spec["peer_addresses"], "up": True,
+        }, self.check_mode, recreate=True)
+        return {"changed": res["changed"] or bool(replaced), "actions": replaced + res["actions"],
+                "before": dict(res["before"], kind="netkit" if res["before"].get("state") == "present" else None),
+                "after": dict(res["after"], kind="netkit"),
+                "host_index": res["netkit"].get("host_ifindex"), "warnings": res.get("warnings", [])}
+
+    def _absent(self, ipr, host_devices, live_netns, name, ends):
+        from ansible_collections.yogurt.phone.plugins.module_utils import wire
+
+        actions = []
+        wire_res = self._step(f"phone '{name}'", "removing its wire", wire.remove_wire, name, self.check_mode)
+        actions.extend(wire_res.get("actions", []))
+        before_ends = []
+        for end in ends:
+            present = end["host_ifname"] in host_devices
+            before_ends.append({"netns": end["netns"] if end["netns"] in live_netns else None,
+                                "host_ifname": end["host_ifname"] if present else None})
+            actions.extend(self._step(f"phone '{name}'", f"removing {end['host_ifname']}", remove_pair,
+                                      ipr, host_devices, end["host_ifname"], self.check_mode))
+            host_devices.pop(end["host_ifname"], None)
+            if end["netns"] in live_netns or netns_exists(end["netns"]):
+                actions.append(f"removed namespace {end['netns']}")
+                if not self.check_mode:
+                    self._step(f"phone '{name}'", f"removing namespace {end['netns']}", delete_netns, end["netns"])
+                live_netns.discard(end["netns"])
+        if not self.check_mode:
+            delete_record(name)
+        existed = bool(actions)
+        return {
+            "name": name, "state": "absent", "changed": bool(actions), "actions": actions,
+            "_before": {"state": "present" if existed else "absent", "ends": before_ends},
+            "_after": {"state": "absent"},
+        }
+
+    @staticmethod
+    def _step(where, what, func, *args):
+        try:
+            return func(*args)
+        except PhoneError:
+            raise
+        except Exception as exc:  # every failure names the phone and the step
+            raise PhoneError(f"{where}: {what} failed: {exc}") from exc
+
+
+def wire_state_absent():
+    return {"attached": False}
+
+
+def _pinned_phones():
+    try:
+        return [e for e in os.listdir(BPFFS_PHONES) if os.path.isdir(os.path.join(BPFFS_PHONES, e))]
+    except OSError:
+        return []

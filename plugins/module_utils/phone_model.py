@@ -1,0 +1,198 @@
+# Copyright: Contributors to the yogurt.phone collection
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The phone model: the `yogurt_phones` inventory contract, normalized and validated.
+
+Everything here is pure data checking, with no kernel access, so that bad input fails
+before anything on the host is changed. Every message names the phone, the field and a
+fix; the caller adds the host.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+BACKENDS = ("auto", "netkit", "veth")
+STATES = ("present", "absent")
+IFNAME_MAX = 15  # IFNAMSIZ - 1
+PHONE_NAME_RE = re.compile(r"^[a-z0-9_-]{1,64}$")
+NETNS_NAME_MAX = 255
+
+DEFAULT_PHONE = {
+    "name": "phone",
+    "backend": "auto",
+    "state": "present",
+    "ends": [
+        {"netns": "yogurt-1", "host_ifname": "yg1-host", "cont_ifname": "yg1-cont", "addresses": ["10.42.0.1/24"]},
+        {"netns": "yogurt-2", "host_ifname": "yg2-host", "cont_ifname": "yg2-cont", "addresses": ["10.42.0.2/24"]},
+    ],
+}
+
+END_KEYS = ("netns", "host_ifname", "cont_ifname", "addresses")
+PHONE_KEYS = ("name", "backend", "state", "ends", "mtu", "mode")
+
+
+class PhoneInputError(Exception):
+    """Invalid inventory. `problems` holds one sentence per problem."""
+
+    def __init__(self, problems):
+        self.problems = list(problems)
+        super().__init__("; ".join(self.problems))
+
+
+def ifname_problem(value):
+    """None if `value` can name a Linux network device, else why not (dev_valid_name rules)."""
+    if not isinstance(value, str) or value == "":
+        return "is empty; give a device name"
+    size = len(value.encode("utf-8"))
+    if size > IFNAME_MAX:
+        return f"'{value}' is {size} bytes long; Linux device names hold at most {IFNAME_MAX}: shorten it"
+    if value in (".", ".."):
+        return f"'{value}' is not a valid device name: choose a name such as 'yg1-host'"
+    if any(c in value for c in "/:") or any(c.isspace() for c in value):
+        return f"'{value}' contains '/', ':' or whitespace, which device names cannot hold: remove them"
+    return None
+
+
+def netns_problem(value):
+    if not isinstance(value, str) or value == "":
+        return "is empty; give a namespace name such as 'yogurt-1'"
+    if value in (".", "..") or "/" in value or "\0" in value:
+        return f"'{value}' is not a valid namespace name (no '/', not '.' or '..'): choose a name such as 'yogurt-1'"
+    if len(value.encode("utf-8")) > NETNS_NAME_MAX:
+        return f"is {len(value.encode('utf-8'))} bytes long; namespace names hold at most {NETNS_NAME_MAX}: shorten it"
+    return None
+
+
+def address_problem(value):
+    if not isinstance(value, str) or "/" not in value:
+        return f"{value!r} is not a CIDR address: write it with its prefix length, e.g. '10.42.0.1/24' or 'fd42::1/64'"
+    try:
+        iface = ipaddress.ip_interface(value)
+    except ValueError as exc:
+        return f"{value!r} is not a CIDR address ({exc}): write it like '10.42.0.1/24' or 'fd42::1/64'"
+    if iface.ip.is_multicast or iface.ip.is_unspecified:
+        return f"{value!r} is a multicast or unspecified address: give a unicast address"
+    return None
+
+
+def _label(phone, index):
+    name = phone.get("name") if isinstance(phone, dict) else None
+    return f"phone '{name}'" if isinstance(name, str) and name else f"phone #{index + 1}"
+
+
+def normalize_phones(phones):
+    """Check the whole list; return normalized copies or raise PhoneInputError with every problem.
+
+    A phone: name, backend (auto), state (present), ends (exactly two), optional mtu and
+    mode (netkit l3|l2). An end: netns, host_ifname, cont_ifname, addresses (list of CIDR).
+    """
+    if phones is None:
+        phones = [DEFAULT_PHONE]
+    if not isinstance(phones, list):
+        raise PhoneInputError(["yogurt_phones must be a list of phones (see the inventory contract in README.md)"])
+    problems = []
+    result = []
+    seen_names = {}
+    seen_host_ifnames = {}
+    seen_netns = {}
+
+    def bad(where, field, text):
+        problems.append(f"{where}, field '{field}': {text}")
+
+    for index, phone in enumerate(phones):
+        where = _label(phone, index)
+        if not isinstance(phone, dict):
+            problems.append(f"{where}: each phone must be a mapping with name, backend, state and ends")
+            continue
+        for key in sorted(set(phone) - set(PHONE_KEYS)):
+            bad(where, key, f"unknown field; the fields of a phone are {', '.join(PHONE_KEYS)}")
+        name = phone.get("name")
+        if not isinstance(name, str) or not PHONE_NAME_RE.match(name):
+            bad(where, "name", f"{name!r} is not a valid phone name: use 1-64 characters of [a-z0-9_-] "
+                "(it names the bpffs pin directory, which cannot hold dots)")
+        elif name in seen_names:
+            bad(where, "name", f"'{name}' is used by two phones on this host: give each phone a unique name")
+        else:
+            seen_names[name] = index
+        backend = phone.get("backend", "auto")
+        if backend not in BACKENDS:
+            bad(where, "backend", f"{backend!r} is not a backend: use one of {', '.join(BACKENDS)}")
+        state = phone.get("state", "present")
+        if state not in STATES:
+            bad(where, "state", f"{state!r} is not a state: use present or absent")
+        mode = phone.get("mode", "l3")
+        if mode not in ("l3", "l2"):
+            bad(where, "mode", f"{mode!r} is not a netkit mode: use l3 or l2")
+        mtu = phone.get("mtu")
+        if mtu is not None and (isinstance(mtu, bool) or not isinstance(mtu, int) or not 68 <= mtu <= 65535):
+            bad(where, "mtu", f"{mtu!r} is not an MTU: give an integer from 68 to 65535, or leave it out")
+
+        ends = phone.get("ends")
+        if ends is None and name == DEFAULT_PHONE["name"]:
+            ends = DEFAULT_PHONE["ends"]
+        if not isinstance(ends, list) or len(ends) != 2:
+            bad(where, "ends", "a phone has exactly two ends, each with netns, host_ifname, cont_ifname and addresses")
+            ends = []
+        norm_ends = []
+        for end_index, end in enumerate(ends):
+            field = f"ends[{end_index}]"
+            if not isinstance(end, dict):
+                bad(where, field, "must be a mapping with netns, host_ifname, cont_ifname and addresses")
+                continue
+            for key in sorted(set(end) - set(END_KEYS)):
+                bad(where, f"{field}.{key}", f"unknown field; the fields of an end are {', '.join(END_KEYS)}")
+            for key in ("host_ifname", "cont_ifname"):
+                text = ifname_problem(end.get(key))
+                if text:
+                    bad(where, f"{field}.{key}", text)
+            text = netns_problem(end.get("netns"))
+            if text:
+                bad(where, f"{field}.netns", text)
+            addresses = end.get("addresses", [])
+            if isinstance(addresses, str):
+                addresses = [addresses]
+            if not isinstance(addresses, list):
+                bad(where, f"{field}.addresses", "must be a list of CIDR addresses such as ['10.42.0.1/24']")
+                addresses = []
+            for addr in addresses:
+                text = address_problem(addr)
+                if text:
+                    bad(where, f"{field}.addresses", text)
+            norm_ends.append({
+                "netns": end.get("netns"),
+                "host_ifname": end.get("host_ifname"),
+                "cont_ifname": end.get("cont_ifname"),
+                "addresses": [str(ipaddress.ip_interface(a)) if not address_problem(a) else a for a in addresses],
+            })
+
+        # Host-side device names share the host namespace; each yogurt namespace serves one end.
+        for end_index, end in enumerate(norm_ends):
+            host_ifname, netns = end["host_ifname"], end["netns"]
+            if isinstance(host_ifname, str) and host_ifname:
+                other = seen_host_ifnames.get(host_ifname)
+                if other:
+                    bad(where, f"ends[{end_index}].host_ifname",
+                        f"'{host_ifname}' is already the host-side device of {other}: give each end its own device name")
+                else:
+                    seen_host_ifnames[host_ifname] = f"{where} ends[{end_index}]"
+            if isinstance(netns, str) and netns:
+                other = seen_netns.get(netns)
+                if other:
+                    bad(where, f"ends[{end_index}].netns",
+                        f"namespace '{netns}' is already used by {other}: each end needs its own namespace")
+                else:
+                    seen_netns[netns] = f"{where} ends[{end_index}]"
+        result.append({
+            "name": name,
+            "backend": backend,
+            "state": state,
+            "mode": mode,
+            "mtu": mtu,
+            "ends": norm_ends,
+        })
+    if problems:
+        raise PhoneInputError(problems)
+    return result

@@ -1,0 +1,450 @@
+# Copyright: Contributors to the yogurt.phone collection
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The wire of one phone: load, pin, attach, route, swap, detach, read.
+
+Plain functions (no AnsibleModule) used by the `wire` module and the whole-phone module:
+converge_wire(), remove_wire(), read_wire(). Each phone has its own object instance,
+pinned under /sys/fs/bpf/yogurt/<phone>/:
+
+    map_wires, map_counters          reused by every later load (routes and counters survive)
+    prog_<program>                   the programs the links run (for operators and info)
+    link_end<i>_<hook>               one bpf_link per end and hook; a link dies with its last
+                                     reference, so the pin is what keeps the wire attached
+
+Idempotence is judged on what the kernel reports: program tags, link presence on the right
+ifindex (BPF_PROG_QUERY) and the wires map content. A changed object is swapped in with
+BPF_LINK_UPDATE (atomic: no packet sees no program); a recreated device gets a new link.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+import struct
+
+from ansible_collections.yogurt.phone.plugins.module_utils import bpf
+
+try:
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+    HAS_PYROUTE2 = True
+    PYROUTE2_IMPORT_ERROR = None
+except ImportError as exc:  # reported by the modules through fail_json
+    HAS_PYROUTE2 = False
+    PYROUTE2_IMPORT_ERROR = str(exc)
+
+try:
+    from ansible_collections.yogurt.phone.plugins.module_utils.netns import enter_netns
+except ImportError:  # pragma: no cover - the collection always ships netns.py
+    enter_netns = None
+
+PIN_ROOT = bpf.BPFFS + "/yogurt"
+PHONE_RE = re.compile(r"^[a-z0-9_-]{1,64}$")
+BACKENDS = ("veth", "netkit")
+
+# (hook, program, attach type, side): attached in this order, so that on veth the guard
+# and the host egress drop are in place before the wire starts delivering.
+HOOKS = {
+    "veth": (
+        ("guard", "guard_in", "tcx_ingress", "cont"),
+        ("out", "wire_out", "tcx_egress", "host"),
+        ("in", "wire_in", "tcx_ingress", "host"),
+    ),
+    "netkit": (
+        ("primary", "wire_primary", "netkit_primary", "host"),
+        ("peer", "wire_peer", "netkit_peer", "host"),
+    ),
+}
+# Counter slots of bpf/wire.h, by name.
+COUNTERS = (
+    "forwarded_packets_0to1",
+    "forwarded_bytes_0to1",
+    "forwarded_packets_1to0",
+    "forwarded_bytes_1to0",
+    "refused",
+    "unknown_ifindex",
+    "refused_guard",
+)
+MAPS = ("wires", "counters")
+_WIRE = struct.Struct("=II")   # struct wire {u32 target; u32 direction;}
+_U32 = struct.Struct("=I")
+
+
+class WireError(Exception):
+    """Bad input or a failed step; the message names the phone, the end and the fix."""
+
+
+def phone_dir(phone):
+    return f"{PIN_ROOT}/{phone}"
+
+
+def _validate(phone, backend, ends):
+    if not isinstance(phone, str) or not PHONE_RE.match(phone):
+        raise WireError(f"phone name {phone!r} is invalid: use 1-64 characters of [a-z0-9_-] "
+                        "(it names the bpffs directory; dots are refused by bpffs)")
+    if backend not in BACKENDS + ("auto",):
+        raise WireError(f"phone {phone}: backend {backend!r} is unknown; use one of auto, netkit, veth")
+    if not isinstance(ends, (list, tuple)) or len(ends) != 2:
+        raise WireError(f"phone {phone}: ends must list exactly two ends, got {len(ends or [])}")
+    for i, end in enumerate(ends):
+        for key in ("host_ifname", "cont_netns", "cont_ifname"):
+            if not end.get(key):
+                raise WireError(f"phone {phone}: ends[{i}].{key} is missing")
+        if len(end["host_ifname"]) > 15 or len(end["cont_ifname"]) > 15:
+            raise WireError(f"phone {phone}: ends[{i}] interface names are limited to 15 characters")
+    if ends[0]["host_ifname"] == ends[1]["host_ifname"]:
+        raise WireError(f"phone {phone}: both ends use host_ifname {ends[0]['host_ifname']}; each end needs its own pair")
+
+
+@contextlib.contextmanager
+def _in_netns(name):
+    if name is None:
+        yield
+        return
+    if enter_netns is None:
+        raise WireError("module_utils/netns.py is missing: cannot enter a yogurt namespace")
+    with enter_netns(name):
+        yield
+
+
+def _link_of(ifname, where):
+    """(ifindex, kind) of `ifname` in the calling thread's netns, or (None, None)."""
+    if not HAS_PYROUTE2:
+        raise WireError(f"pyroute2 is needed to look up {ifname} in {where}: {PYROUTE2_IMPORT_ERROR}")
+    with IPRoute() as ipr:
+        try:
+            msg = ipr.link("get", ifname=ifname)[0]
+        except NetlinkError as exc:
+            if exc.code == errno.ENODEV:
+                return None, None
+            raise
+    info = msg.get_attr("IFLA_LINKINFO")
+    return msg["index"], (info.get_attr("IFLA_INFO_KIND") if info else None)
+
+
+def _resolve(phone, backend, ends):
+    """Ifindexes of both sides of both ends, and the backend the host devices imply."""
+    found = []
+    for i, end in enumerate(ends):
+        host, kind = _link_of(end["host_ifname"], "the host namespace")
+        if host is None:
+            raise WireError(f"phone {phone}: ends[{i}].host_ifname {end['host_ifname']} does not exist in "
+                            "the host namespace; create the pair first (the wire only attaches to it)")
+        if kind not in BACKENDS:
+            raise WireError(f"phone {phone}: ends[{i}].host_ifname {end['host_ifname']} is a {kind or 'plain'} "
+                            "device; the wire attaches to veth or netkit pairs only")
+        if backend != "auto" and kind != backend:
+            raise WireError(f"phone {phone}: backend is {backend} but ends[{i}].host_ifname "
+                            f"{end['host_ifname']} is {kind}; recreate the pair or change the backend")
+        try:
+            with _in_netns(end["cont_netns"]):
+                cont, _ = _link_of(end["cont_ifname"], f"netns {end['cont_netns']}")
+        except Exception as exc:  # a missing namespace is as fatal as a missing device
+            raise WireError(f"phone {phone}: ends[{i}].cont_netns {end['cont_netns']}: {exc}") from None
+        if cont is None:
+            raise WireError(f"phone {phone}: ends[{i}].cont_ifname {end['cont_ifname']} does not exist in "
+                            f"netns {end['cont_netns']}; move the container side of the pair there first")
+        found.append({"host": host, "cont": cont, "kind": kind})
+    if found[0]["kind"] != found[1]["kind"]:
+        raise WireError(f"phone {phone}: one end is {found[0]['kind']}, the other {found[1]['kind']}; "
+                        "both pairs of a phone must be of one kind")
+    return found, found[0]["kind"]
+
+
+# ---------------------------------------------------------------- reading
+
+def _pins(phone):
+    try:
+        return sorted(os.listdir(phone_dir(phone)))
+    except FileNotFoundError:
+        return []
+
+
+def _prog_of_link(info):
+    try:
+        fd = bpf.prog_fd_by_id(info["prog_id"])
+    except bpf.BpfError:
+        return {}
+    try:
+        return bpf.prog_info(fd)
+    finally:
+        os.close(fd)
+
+
+def _read_pinned(phone):
+    """What bpffs holds for this phone: {pin name: info}, with fds closed again."""
+    state = {"programs": {}, "links": {}, "wires": {}, "maps": {}, "other": []}
+    for pin in _pins(phone):
+        path = f"{phone_dir(phone)}/{pin}"
+        fd = bpf.try_obj_get(path)
+        if fd is None:
+            state["other"].append(pin)
+            continue
+        try:
+            if pin.startswith("prog_"):
+                state["programs"][pin[5:]] = bpf.prog_info(fd)
+            elif pin.startswith("link_"):
+                info = bpf.link_info(fd)
+                info["prog"] = _prog_of_link(info)
+                state["links"][pin] = info
+            elif pin.startswith("map_"):
+                state["maps"][pin[4:]] = bpf.map_info(fd)
+                if pin == "map_wires":
+                    for key, val in bpf.map_items(fd):
+                        state["wires"][_U32.unpack(key)[0]] = _WIRE.unpack(val[:_WIRE.size])
+            else:
+                state["other"].append(pin)
+        finally:
+            os.close(fd)
+    return state
+
+
+def read_wire(phone):
+    """Programs, links, wires map and counters (summed over CPUs) of one phone."""
+    if not bpf.bpffs_mounted():
+        return {"phone": phone, "exists": False, "programs": [], "links": [], "wires": [], "counters": {}}
+    state = _read_pinned(phone)
+    counters = {}
+    path = f"{phone_dir(phone)}/map_counters"
+    fd = bpf.try_obj_get(path)
+    if fd is not None:
+        try:
+            for key, val in bpf.map_items(fd):
+                slot = _U32.unpack(key)[0]
+                if slot < len(COUNTERS):
+                    counters[COUNTERS[slot]] = bpf.percpu_sum_u64(val)
+        finally:
+            os.close(fd)
+    links = []
+    for pin, info in sorted(state["links"].items()):
+        links.append({"pin": pin, "id": info["id"], "type": info["type"], "attach_type": info["attach_type"],
+                      "ifindex": info["ifindex"], "prog_id": info["prog_id"],
+                      "program": info["prog"].get("name"), "defunct": info["ifindex"] == 0})
+    return {
+        "phone": phone,
+        "exists": bool(_pins(phone)),
+        "backend": _backend_of(state),
+        "programs": [{"name": n, "id": p["id"], "tag": p["tag"]} for n, p in sorted(state["programs"].items())],
+        "links": links,
+        "wires": [{"ifindex": k, "target": t, "direction": d} for k, (t, d) in sorted(state["wires"].items())],
+        "counters": counters,
+    }
+
+
+def _backend_of(state):
+    types = {info["type"] for info in state["links"].values()}
+    if "netkit" in types:
+        return "netkit"
+    if "tcx" in types:
+        return "veth"
+    return None
+
+
+def list_phones():
+    if not bpf.bpffs_mounted():
+        return []
+    try:
+        return sorted(d for d in os.listdir(PIN_ROOT) if os.path.isdir(f"{PIN_ROOT}/{d}"))
+    except FileNotFoundError:
+        return []
+
+
+# ---------------------------------------------------------------- converging
+
+def _describe_link(info, ifname):
+    if not info:
+        return None
+    where = f"{ifname} (ifindex {info['ifindex']})" if info["ifindex"] else "a deleted device"
+    prog = info.get("prog") or {}
+    return f"{info['attach_type']} on {where}: {prog.get('name', '?')} tag {prog.get('tag', '?')}"
+
+
+def _attached_here(link_id, ifindex, attach_type, netns):
+    """Is link `link_id` attached at (ifindex, attach_type) in `netns`? (BPF_PROG_QUERY)"""
+    with _in_netns(netns):
+        try:
+            return link_id in bpf.prog_query(ifindex, attach_type)["link_ids"]
+        except bpf.BpfError as exc:
+            if exc.errno == errno.ENODEV:
+                return False
+            raise
+
+
+def converge_wire(phone, backend, ends, obj_path, check_mode=False):
+    """Make the phone's wire match (backend, ends, object). See the file docstring.
+
+    Returns dict(changed, backend, actions, before, after, links, programs, maps).
+    """
+    _validate(phone, backend, ends)
+    devs, kind = _resolve(phone, backend, ends)
+    backend = kind
+    hooks = HOOKS[backend]
+    pdir = phone_dir(phone)
+    actions = []
+
+    mounted = bpf.bpffs_mounted()
+    before_state = _read_pinned(phone) if mounted else {"programs": {}, "links": {}, "wires": {}, "maps": {}, "other": []}
+
+    pin_maps = None if check_mode else {m: f"{pdir}/map_{m}" for m in MAPS}
+    if not check_mode:
+        if bpf.ensure_bpffs():
+            actions.append(f"mounted bpffs on {bpf.BPFFS}")
+        os.makedirs(pdir, mode=0o700, exist_ok=True)
+
+    with bpf.BpfObject(obj_path, pin_maps=pin_maps) as obj:
+        wanted_progs = sorted({prog for _, prog, _, _ in hooks})
+        for prog in wanted_progs:
+            obj.prog_fd(prog)  # raises if the object lacks a program of this backend
+        try:
+            obj.load()
+        except bpf.BpfError as exc:
+            raise WireError(f"phone {phone}: {exc}") from None
+        new_tags = {p: bpf.prog_info(obj.prog_fd(p))["tag"] for p in wanted_progs}
+
+        # 1. routes: wires[host ifindex] = (other host ifindex, direction)
+        want_wires = {devs[0]["host"]: (devs[1]["host"], 0), devs[1]["host"]: (devs[0]["host"], 1)}
+        have_wires = before_state["wires"]
+        if want_wires != have_wires:
+            actions.append(f"set wires map: {_fmt_wires(want_wires, devs, ends)}")
+            if not check_mode:
+                fd = obj.map_fd("wires")
+                for key, val in want_wires.items():
+                    if have_wires.get(key) != val:
+                        bpf.map_update(fd, _U32.pack(key), _WIRE.pack(*val))
+                for key in set(have_wires) - set(want_wires):
+                    bpf.map_delete(fd, _U32.pack(key))
+
+        # 2. links: one per end and hook, attached at the right ifindex, running the new program
+        wanted_pins = {f"map_{m}" for m in MAPS} | {f"prog_{p}" for p in wanted_progs}
+        for i, end in enumerate(ends):
+            for hook, prog, attach, side in hooks:
+                pin = f"link_end{i}_{hook}"
+                wanted_pins.add(pin)
+                path = f"{pdir}/{pin}"
+                ifindex = devs[i][side]
+                netns = end["cont_netns"] if side == "cont" else None
+                ifname = end["cont_ifname"] if side == "cont" else end["host_ifname"]
+                have = before_state["links"].get(pin)
+                if have and have["attach_type"] == attach and _attached_here(have["id"], ifindex, attach, netns):
+                    if have["prog"].get("tag") == new_tags[prog]:
+                        continue
+                    actions.append(f"update {pin} ({attach} on {ifname}): {prog} tag "
+                                   f"{have['prog'].get('tag')} -> {new_tags[prog]}")
+                    if not check_mode:
+                        fd = bpf.obj_get(path)
+                        try:
+                            bpf.link_update(fd, obj.prog_fd(prog))
+                        finally:
+                            os.close(fd)
+                    continue
+                if have:
+                    actions.append(f"detach stale {pin} ({_describe_link(have, ifname)})")
+                    if not check_mode:
+                        os.unlink(path)
+                actions.append(f"attach {pin}: {prog} as {attach} on {ifname} (ifindex {ifindex})")
+                if not check_mode:
+                    with _in_netns(netns):
+                        try:
+                            fd = bpf.link_create(obj.prog_fd(prog), ifindex, attach)
+                        except bpf.BpfError as exc:
+                            raise WireError(f"phone {phone}: ends[{i}] {ifname}: {exc}") from None
+                    try:
+                        bpf.pin_replace(fd, path)
+                    finally:
+                        os.close(fd)
+
+        # 3. program pins follow the links (links hold their own references)
+        for prog in wanted_progs:
+            have = before_state["programs"].get(prog)
+            if have and have["tag"] == new_tags[prog]:
+                continue
+            actions.append(f"pin prog_{prog} (tag {new_tags[prog]})")
+            if not check_mode:
+                bpf.pin_replace(obj.prog_fd(prog), f"{pdir}/prog_{prog}")
+
+        # 4. whatever else is pinned here belongs to an older layout or backend
+        for pin in _pins(phone) if mounted else []:
+            if pin not in wanted_pins:
+                actions.append(f"unpin stale {pin}")
+                if not check_mode:
+                    os.unlink(f"{pdir}/{pin}")
+        if not mounted and check_mode:
+            actions.append(f"create {pdir}/map_wires and map_counters")
+
+    after_state = _read_pinned(phone) if not check_mode else None
+    before = _summary(before_state, ends, devs)
+    after = _summary(after_state, ends, devs) if after_state else _planned(hooks, ends, devs, new_tags, want_wires)
+    result = {
+        "changed": bool(actions),
+        "backend": backend,
+        "actions": actions,
+        "before": before,
+        "after": after,
+    }
+    if after_state:
+        info = read_wire(phone)
+        result.update(programs=info["programs"], links=info["links"],
+                      maps={"wires": info["wires"], "counters": info["counters"]})
+    return result
+
+
+def _fmt_wires(wires, devs, ends):
+    names = {d["host"]: e["host_ifname"] for d, e in zip(devs, ends)}
+    return ", ".join(f"{names.get(k, k)}({k}) -> {names.get(t, t)}({t})" for k, (t, _) in sorted(wires.items()))
+
+
+def _summary(state, ends, devs):
+    names = {}
+    for i, end in enumerate(ends):
+        names[f"link_end{i}_"] = end
+    links = {}
+    for pin, info in state["links"].items():
+        end = names.get(pin[:len("link_endN_")], {})
+        ifname = end.get("cont_ifname") if pin.endswith("_guard") else end.get("host_ifname")
+        links[pin] = _describe_link(info, ifname)
+    return {
+        "programs": {n: p["tag"] for n, p in sorted(state["programs"].items())},
+        "links": dict(sorted(links.items())),
+        "wires": _fmt_wires(state["wires"], devs, ends) if state["wires"] else "",
+    }
+
+
+def _planned(hooks, ends, devs, tags, wires):
+    links = {}
+    for i, end in enumerate(ends):
+        for hook, prog, attach, side in hooks:
+            ifname = end["cont_ifname"] if side == "cont" else end["host_ifname"]
+            info = {"attach_type": attach, "ifindex": devs[i][side], "prog": {"name": prog, "tag": tags[prog]}}
+            links[f"link_end{i}_{hook}"] = _describe_link(info, ifname)
+    return {
+        "programs": dict(sorted(tags.items())),
+        "links": dict(sorted(links.items())),
+        "wires": _fmt_wires(wires, devs, ends),
+    }
+
+
+def remove_wire(phone, check_mode=False):
+    """Detach and unpin everything of `phone` (links first), then remove its directory."""
+    if not isinstance(phone, str) or not PHONE_RE.match(phone):
+        raise WireError(f"phone name {phone!r} is invalid: use 1-64 characters of [a-z0-9_-]")
+    pdir = phone_dir(phone)
+    if not bpf.bpffs_mounted() or not os.path.isdir(pdir):
+        return {"changed": False, "actions": [], "before": {}, "after": {}}
+    pins = _pins(phone)
+    before = {"pins": pins}
+    actions = []
+    # unpinning drops the last reference of a link: that is what detaches it
+    for pin in sorted(pins, key=lambda p: (not p.startswith("link_"), p)):
+        actions.append(f"unpin {pin}")
+        if not check_mode:
+            os.unlink(f"{pdir}/{pin}")
+    actions.append(f"remove {pdir}")
+    if not check_mode:
+        os.rmdir(pdir)
+        with contextlib.suppress(OSError):
+            os.rmdir(PIN_ROOT)  # only if no other phone is left
+    return {"changed": True, "actions": actions, "before": before, "after": {"pins": []}}

@@ -1,0 +1,139 @@
+#!/usr/bin/python
+# Copyright: Contributors to the yogurt.phone collection
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: bpf_compile
+short_description: Compile BPF C sources into objects on the host, once per distinct source
+version_added: 0.1.0
+description:
+  - Takes BPF C sources as text (so no file has to be copied first), writes them under
+    O(dest) and compiles each program with C(clang -O2 -g -target bpf).
+  - Objects are named by a hash of every source, the flags and the compiler version. When
+    that object exists, nothing is compiled and nothing changes.
+  - Objects of older hashes in O(dest) are removed.
+  - No kernel headers are needed: the programs touch only C(__sk_buff), from the uapi
+    C(linux/bpf.h) and libbpf's C(bpf_helpers.h) (package libbpf-dev).
+author:
+  - yogurt.phone developers (@yogurt-phone)
+options:
+  sources:
+    description:
+      - File name to file content, for every file the programs need (C(.c) and C(.h)).
+    type: dict
+    required: true
+  programs:
+    description:
+      - Which of O(sources) to compile; each gives C(<dest>/<stem>-<hash>.o), where
+        C(<stem>) is the file name without C(.bpf.c).
+    type: list
+    elements: str
+    required: true
+  dest:
+    description: Directory for the sources and objects.
+    type: path
+    default: /var/lib/yogurt-phone/bpf
+  clang:
+    description: The compiler to run.
+    type: str
+    default: clang
+  cflags:
+    description: Extra flags for every compile (for example C(-DWIRE_DEBUG)).
+    type: list
+    elements: str
+    default: []
+attributes:
+  check_mode:
+    support: full
+    description: Reports whether a compile would happen; writes nothing.
+  diff_mode:
+    support: full
+    description: Shows the object paths before and after.
+  idempotent:
+    support: full
+    description: The same sources, flags and compiler give the same object, compiled once.
+requirements:
+  - clang with the BPF target, libbpf-dev (for C(bpf/bpf_helpers.h))
+"""
+
+EXAMPLES = r"""
+- name: Compile the wire programs
+  yogurt.phone.bpf_compile:
+    sources:
+      wire.h: "{{ lookup('ansible.builtin.file', 'bpf/wire.h') }}"
+      wire_veth.bpf.c: "{{ lookup('ansible.builtin.file', 'bpf/wire_veth.bpf.c') }}"
+    programs: [wire_veth.bpf.c]
+  register: compiled
+
+- name: Use the object
+  ansible.builtin.debug:
+    msg: "{{ compiled.objects.wire_veth }}"
+"""
+
+RETURN = r"""
+objects:
+  description: Program stem to object path.
+  returned: always
+  type: dict
+  sample: {"wire_veth": "/var/lib/yogurt-phone/bpf/wire_veth-3f2a9c0d1e2b4a5c.o"}
+hash:
+  description: The hash that names the objects.
+  returned: always
+  type: str
+  sample: 3f2a9c0d1e2b4a5c
+removed:
+  description: Objects of older hashes that were removed.
+  returned: always
+  type: list
+  elements: str
+"""
+
+import glob
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.yogurt.phone.plugins.module_utils.bpf_build import BuildError, plan_build, run_build
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            sources=dict(type="dict", required=True),
+            programs=dict(type="list", elements="str", required=True),
+            dest=dict(type="path", default="/var/lib/yogurt-phone/bpf"),
+            clang=dict(type="str", default="clang"),
+            cflags=dict(type="list", elements="str", default=[]),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    try:
+        plan = plan_build(p["sources"], p["programs"], p["dest"], p["clang"], p["cflags"])
+    except BuildError as exc:
+        module.fail_json(msg=str(exc))
+    stems = [stem for stem, _path in plan["objects"].items()]
+    old = sorted(f for stem in stems for f in glob.glob(os.path.join(p["dest"], f"{stem}-*.o"))
+                 if f not in plan["objects"].values())
+    missing = [path for path in plan["objects"].values() if not os.path.exists(path)]
+    changed = bool(missing or old)
+    if changed and not module.check_mode:
+        try:
+            run_build(plan, module.run_command)
+        except BuildError as exc:
+            module.fail_json(msg=str(exc))
+        for path in old:
+            os.unlink(path)
+    result = {"changed": changed, "objects": plan["objects"], "hash": plan["hash"], "removed": old}
+    if module._diff:
+        result["diff"] = {"before": {"objects": sorted(set(plan["objects"].values()) - set(missing)) + old},
+                          "after": {"objects": sorted(plan["objects"].values())}}
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+#!/usr/bin/python
+# Copyright: Contributors to the yogurt.phone collection
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: phone_info
+short_description: Report the wires of yogurt-phones, their programs, links and counters
+version_added: 0.1.0
+description:
+  - Reads what is pinned under C(/sys/fs/bpf/yogurt/) for one phone or for all of them,
+    the programs (id, tag), the links (where they are attached, or that their device is gone),
+    the C(wires) map and the counters summed over all CPUs.
+  - The counters show forwarded packets and bytes per direction and how many packets were
+    refused, so an operator can see that an injection attempt from the host was stopped.
+  - Optionally probes the kernel (tcx, netkit) by trying the real operation in a scratch
+    network namespace.
+author:
+  - yogurt.phone developers (@yogurt-phone)
+options:
+  name:
+    description:
+      - Name of one phone. All phones when omitted.
+    type: str
+  probe:
+    description:
+      - Also report what the kernel supports (RV(kernel)).
+    type: bool
+    default: false
+attributes:
+  check_mode:
+    support: full
+    description: Reads only; runs the same in check mode.
+  diff_mode:
+    support: none
+    description: Nothing changes, so there is nothing to diff.
+  idempotent:
+    support: full
+    description: Never changes anything.
+notes:
+  - Needs root to open pinned BPF objects.
+seealso:
+  - module: yogurt.phone.wire
+"""
+
+EXAMPLES = r"""
+- name: Read the counters of the default phone
+  yogurt.phone.phone_info:
+    name: phone
+  register: info
+
+- name: Show how many injection attempts were refused
+  ansible.builtin.debug:
+    msg: "{{ info.phones[0].counters.refused + info.phones[0].counters.refused_guard }}"
+
+- name: Everything, plus kernel features
+  yogurt.phone.phone_info:
+    probe: true
+"""
+
+RETURN = r"""
+phones:
+  description: One entry per phone found (an empty list if none).
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    phone:
+      description: Name of the phone (its pin directory).
+      type: str
+      sample: phone
+    backend:
+      description: V(netkit) or V(veth), from the kind of its links; null if none are pinned.
+      type: str
+      sample: veth
+    programs:
+      description: Pinned programs, C(name), C(id), C(tag).
+      type: list
+      elements: dict
+    links:
+      description: Pinned links, C(pin), C(id), C(type), C(attach_type), C(ifindex), C(prog_id),
+        C(program), C(defunct) (its device is gone).
+      type: list
+      elements: dict
+    wires:
+      description: The wires map, C(ifindex) -> C(target) with C(direction).
+      type: list
+      elements: dict
+    counters:
+      description:
+        - Summed over CPUs. C(forwarded_packets_0to1), C(forwarded_bytes_0to1),
+          C(forwarded_packets_1to0), C(forwarded_bytes_1to0), C(refused) (host traffic dropped
+          on the host side), C(unknown_ifindex), C(refused_guard) (veth, stopped inside the yogurt).
+      type: dict
+      sample: {"forwarded_packets_0to1": 5, "refused": 0, "refused_guard": 20}
+kernel:
+  description: Kernel facts (O(probe=true)); C(tcx), C(netkit_attach), C(netkit), C(bpffs), C(libbpf).
+  returned: when probe is true
+  type: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+try:
+    from ansible_collections.yogurt.phone.plugins.module_utils import wire
+    from ansible_collections.yogurt.phone.plugins.module_utils.bpf import BpfError
+    IMPORT_ERROR = None
+except ImportError as exc:  # pragma: no cover
+    IMPORT_ERROR = str(exc)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            name=dict(type="str"),
+            probe=dict(type="bool", default=False),
+        ),
+        supports_check_mode=True,
+    )
+    if IMPORT_ERROR:
+        module.fail_json(msg=f"yogurt.phone module_utils could not be imported: {IMPORT_ERROR}")
+    name = module.params["name"]
+    result = {"changed": False}
+    try:
+        names = [name] if name else wire.list_phones()
+        result["phones"] = [info for info in (wire.read_wire(n) for n in names) if info["exists"]]
+        if module.params["probe"]:
+            from ansible_collections.yogurt.phone.plugins.module_utils.probes import probe_wire
+            result["kernel"] = probe_wire()
+    except BpfError as exc:
+        module.fail_json(msg=f"reading phone {name or '(all)'}: {exc}")
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,236 @@
+"""netkit over netlink without a netkit kernel: messages, validation, planning.
+
+Messages are compiled by pyroute2's IPBatch (nothing is sent) and checked twice: decoded
+by pyroute2 with the registered link kind, and walked as raw netlink attributes, so a
+wrong attribute number or width shows even if both sides of pyroute2 agree on it.
+"""
+
+import struct
+
+import pytest
+
+from ansible_collections.yogurt.phone.plugins.module_utils import netkit as nk
+
+pyroute2 = pytest.importorskip("pyroute2")
+from pyroute2 import IPBatch  # noqa: E402
+from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg  # noqa: E402
+
+NLA_F_NESTED = 0x8000
+IFLA_IFNAME, IFLA_MTU, IFLA_LINKINFO, IFLA_NET_NS_FD = 3, 4, 18, 28
+IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
+
+
+def want(**overrides):
+    spec = {"host_ifname": "yg1-host", "peer_ifname": "yg1-cont", "peer_netns": "yogurt-1"}
+    spec.update(overrides)
+    return nk.normalize_spec(spec)
+
+
+def compile_link(command, request):
+    batch = IPBatch()
+    try:
+        nk.register_netkit_kind(batch)
+        batch.link(command, **request)
+        return bytes(batch.batch)
+    finally:
+        batch.close()
+
+
+def attrs(buf):
+    """Raw netlink attributes of `buf` as [(type, payload)], nested flag stripped."""
+    out, pos = [], 0
+    while pos + 4 <= len(buf):
+        length, kind = struct.unpack_from("HH", buf, pos)
+        out.append((kind & ~NLA_F_NESTED, buf[pos + 4:pos + length]))
+        pos += (length + 3) & ~3
+    return out
+
+
+def raw_info_data(message):
+    """The IFLA_INFO_DATA attributes of a compiled RTM_NEWLINK, walked by hand."""
+    body = message[16 + 16:]  # nlmsghdr + ifinfomsg
+    linkinfo = dict(attrs(body))[IFLA_LINKINFO]
+    info = dict(attrs(linkinfo))
+    assert info[IFLA_INFO_KIND] == b"netkit\0"
+    return attrs(info[IFLA_INFO_DATA])
+
+
+def test_registration_is_idempotent_and_process_wide():
+    batch = IPBatch()
+    try:
+        nk.register_netkit_kind(batch)
+        nk.register_netkit_kind(batch)
+        assert batch.list_link_kind()["netkit"] is nk.NetkitData
+    finally:
+        batch.close()
+
+
+def test_create_request_raw_attributes():
+    message = compile_link("add", nk.create_request(
+        want(mode="l2", policy="forward", scrub="none", headroom=64, tailroom=32, mtu=1400), peer_netns_fd=7))
+    data = raw_info_data(message)
+    kinds = [kind for kind, _ in data]
+    assert kinds == [1, 5, 3, 4, 6, 7, 8, 9]
+    values = dict(data)
+    assert values[5] == struct.pack("I", 0)       # MODE l2, u32
+    assert values[3] == struct.pack("I", 0)       # POLICY forward (NETKIT_PASS)
+    assert values[4] == struct.pack("I", 2)       # PEER_POLICY blackhole (NETKIT_DROP)
+    assert values[6] == struct.pack("I", 0)       # SCRUB none
+    assert values[7] == struct.pack("I", 1)       # PEER_SCRUB default
+    assert values[8] == struct.pack("H", 64)      # HEADROOM, u16
+    assert values[9] == struct.pack("H", 32)      # TAILROOM, u16
+    # PEER_INFO: a whole ifinfomsg (16 bytes), then the peer's own attributes.
+    peer = dict(attrs(values[1][16:]))
+    assert peer[IFLA_IFNAME] == b"yg1-cont\0"
+    assert peer[IFLA_MTU] == struct.pack("I", 1400)
+    assert peer[IFLA_NET_NS_FD] == struct.pack("I", 7)
+
+
+def test_create_request_decodes_with_the_registered_kind():
+    message = compile_link("add", nk.create_request(want(mtu=1400)))
+    msg = ifinfmsg(message)
+    msg.decode()
+    assert msg.get_attr("IFLA_IFNAME") == "yg1-host"
+    assert msg.get_attr("IFLA_MTU") == 1400
+    data = msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA")
+    assert data.get_attr("IFLA_NETKIT_MODE") == nk.MODES["l3"]
+    assert data.get_attr("IFLA_NETKIT_POLICY") == nk.POLICIES["blackhole"]
+    assert data.get_nested("IFLA_NETKIT_PEER_INFO").get_attr("IFLA_IFNAME") == "yg1-cont"
+
+
+def test_create_request_leaves_out_what_the_kernel_does_not_know():
+    message = compile_link("add", nk.create_request(
+        want(), features={"scrub": False, "headroom": False, "tailroom": False}))
+    assert [kind for kind, _ in raw_info_data(message)] == [1, 5, 3, 4]
+
+
+def test_policy_request_names_the_kind_and_only_the_policies():
+    message = compile_link("set", nk.policy_request(42, policy="forward"))
+    assert struct.unpack_from("i", message, 16 + 4)[0] == 42  # ifinfomsg.ifi_index
+    assert raw_info_data(message) == [(3, struct.pack("I", 0))]
+
+
+def test_decode_link_reads_a_kernel_style_dump():
+    msg = ifinfmsg()
+    msg["index"] = 9
+    msg["flags"] = 0x1 | 0x40
+    msg["attrs"] = [
+        ("IFLA_IFNAME", "yg1-host"), ("IFLA_MTU", 1500), ("IFLA_LINK", 2), ("IFLA_LINK_NETNSID", 0),
+        ("IFLA_LINKINFO", {"attrs": [("IFLA_INFO_KIND", "netkit"), ("IFLA_INFO_DATA", {"attrs": [
+            ("IFLA_NETKIT_PRIMARY", 1), ("IFLA_NETKIT_POLICY", 2), ("IFLA_NETKIT_MODE", 1),
+            ("IFLA_NETKIT_SCRUB", 0), ("IFLA_NETKIT_PEER_POLICY", 0), ("IFLA_NETKIT_PEER_SCRUB", 1)]})]}),
+        ("IFLA_AF_SPEC", nk.addr_gen_mode_spec()),
+    ]
+    msg.encode()
+    wire = ifinfmsg(bytes(msg.data))
+    wire.decode()
+    facts = nk.decode_link(wire)
+    assert facts == {
+        "ifname": "yg1-host", "ifindex": 9, "kind": "netkit", "up": True, "mtu": 1500, "link": 2,
+        "link_netnsid": 0, "addr_gen_mode": "none", "primary": True, "mode": "l3", "policy": "blackhole",
+        "peer_policy": "forward", "scrub": "none", "peer_scrub": "default", "headroom": None, "tailroom": None,
+    }
+
+
+def test_defaults():
+    w = want()
+    assert (w["mode"], w["policy"], w["peer_policy"], w["scrub"], w["peer_scrub"], w["up"]) == \
+        ("l3", "blackhole", "blackhole", "default", "default", True)
+    assert w["peer_addresses"] == [] and w["mtu"] is None and w["headroom"] is None
+
+
+def test_addresses_are_normalized_and_sorted():
+    w = want(peer_addresses=["fd00:0:0::1/64", "10.42.0.2/24", "10.42.0.1/24", "10.42.0.1/24"])
+    assert w["peer_addresses"] == ["10.42.0.1/24", "10.42.0.2/24", "fd00::1/64"]
+
+
+@pytest.mark.parametrize("overrides, words", [
+    ({"host_ifname": "x" * 16}, "host_ifname: 'xxxxxxxxxxxxxxxx' is 16 bytes long"),
+    ({"peer_ifname": ""}, "peer_ifname: an interface name must not be empty"),
+    ({"peer_ifname": "a b"}, "whitespace"),
+    ({"peer_netns": "a/b"}, "peer_netns: namespace name 'a/b' contains '/'"),
+    ({"peer_netns": None, "peer_ifname": "yg1-host"}, "peer_ifname: equals host_ifname"),
+    ({"mode": "l4"}, "mode: 'l4' is not one of l2, l3"),
+    ({"policy": "drop"}, "policy: 'drop' is not one of forward, blackhole"),
+    ({"peer_scrub": "all"}, "peer_scrub: 'all' is not one of none, default"),
+    ({"headroom": 70000}, "headroom: 70000 is not an integer from 0 to 65535"),
+    ({"mtu": 67}, "mtu: 67 is not an integer from 68 to 65535"),
+    ({"mtu": True}, "mtu: True"),
+    ({"peer_addresses": ["10.42.0.1"]}, "'10.42.0.1' is not an address with a prefix length"),
+    ({"peer_addresses": ["10.42.0.1/33"]}, "'10.42.0.1/33' is not a CIDR address"),
+    ({"peer_addresses": "10.42.0.1/24"}, "is not a list of CIDR addresses"),
+])
+def test_invalid_specs_name_the_field(overrides, words):
+    with pytest.raises(nk.NetkitError) as err:
+        want(**overrides)
+    assert words in str(err.value)
+    assert str(err.value).startswith("netkit pair ")
+
+
+def test_all_problems_are_reported_at_once():
+    with pytest.raises(nk.NetkitError) as err:
+        want(mode="x", mtu=1, peer_addresses=["nope"])
+    assert all(f in str(err.value) for f in ("mode:", "mtu:", "peer_addresses:"))
+
+
+def existing(**overrides):
+    pair = {
+        "host_ifname": "yg1-host", "host_ifindex": 9, "peer_ifindex": 2, "peer_netnsid": 0,
+        "peer_netns": "yogurt-1", "peer_ifname": "yg1-cont", "mode": "l3", "policy": "blackhole",
+        "peer_policy": "blackhole", "scrub": "default", "peer_scrub": "default", "headroom": None,
+        "tailroom": None, "mtu": 1500, "peer_mtu": 1500, "up": True, "peer_up": True,
+        "host_addresses": [], "host_addr_gen_mode": "none", "peer_addresses": ["10.42.0.1/24"],
+    }
+    pair.update(overrides)
+    return pair
+
+
+@pytest.mark.parametrize("overrides, attribute", [
+    ({"mode": "l2"}, "mode"), ({"scrub": "none"}, "scrub"), ({"peer_ifname": "other"}, "peer_ifname"),
+    ({"peer_netns": "yogurt-9"}, "peer_netns"),
+])
+def test_fixed_attributes_are_refused_without_recreate(monkeypatch, overrides, attribute):
+    monkeypatch.setattr(nk, "read_pair", lambda *a, **k: existing(**overrides))
+    spec = {"host_ifname": "yg1-host", "peer_ifname": "yg1-cont", "peer_netns": "yogurt-1",
+            "peer_addresses": ["10.42.0.1/24"]}
+    with pytest.raises(nk.NetkitError) as err:
+        nk.converge_netkit(spec, check_mode=True)
+    assert f"{attribute} is " in str(err.value) and "recreate: true" in str(err.value)
+
+
+def test_unchanged_pair_plans_nothing(monkeypatch):
+    monkeypatch.setattr(nk, "read_pair", lambda *a, **k: existing(peer_addresses=["10.42.0.1/24", "fe80::1/64"]))
+    out = nk.converge_netkit({"host_ifname": "yg1-host", "peer_ifname": "yg1-cont", "peer_netns": "yogurt-1",
+                              "peer_addresses": ["10.42.0.1/24"]}, check_mode=True)
+    assert out["changed"] is False and out["actions"] == [] and out["before"] == out["after"]
+
+
+def test_in_place_plan_and_host_addresses_warning(monkeypatch):
+    monkeypatch.setattr(nk, "read_pair", lambda *a, **k: existing(
+        host_addresses=["192.0.2.1/24"], host_addr_gen_mode="eui64", mtu=1500, up=False))
+    out = nk.converge_netkit({"host_ifname": "yg1-host", "peer_ifname": "yg1-cont", "peer_netns": "yogurt-1",
+                              "policy": "forward", "mtu": 1400, "peer_addresses": ["fd00::1/64"]}, check_mode=True)
+    assert out["changed"]
+    text = "\n".join(out["actions"])
+    for words in ("set policy forward", "addr_gen_mode none", "remove host-side address 192.0.2.1/24",
+                  "set mtu 1400 on yg1-host", "set mtu 1400 on yg1-cont", "remove address 10.42.0.1/24",
+                  "add address fd00::1/64", "set yg1-host up"):
+        assert words in text
+    assert out["after"]["host_addresses"] == [] and out["after"]["peer_addresses"] == ["fd00::1/64"]
+    assert "192.0.2.1/24" in out["warnings"][0] and "would be removed" in out["warnings"][0]
+
+
+def test_missing_scrub_support_names_kernel_and_fix(monkeypatch):
+    monkeypatch.setattr(nk, "read_pair", lambda *a, **k: existing(scrub=None, peer_scrub=None))
+    with pytest.raises(nk.NetkitUnavailable) as err:
+        nk.converge_netkit({"host_ifname": "yg1-host", "peer_ifname": "yg1-cont", "peer_netns": "yogurt-1",
+                            "scrub": "none"}, check_mode=True)
+    assert "scrub: none is not supported by this kernel (Linux " in str(err.value)
+    assert "6.13" in str(err.value)
+
+
+def test_no_netkit_message_is_one_line():
+    text = nk.no_netkit_message("6.1.0-9-amd64")
+    assert text == ("netkit is not available on this host (Linux 6.1.0-9-amd64, CONFIG_NETKIT missing or "
+                    "Linux < 6.7): use backend: veth, or a kernel >= 6.7 with CONFIG_NETKIT=y")
+    assert "\n" not in text
