@@ -97,6 +97,12 @@ def probe_host():
 def resolve_backend(requested, facts):
     """(backend, reason). facts: {'netkit': bool, 'netkit_reason': str, 'kernel': str, 'tcx': bool}."""
     kernel = facts.get("kernel", "?")
+    if requested == "veth" or (requested == "auto" and not facts.get("netkit")):
+        if not facts.get("tcx"):
+            raise PhoneError(
+                f"the veth backend attaches its programs with tcx, which Linux {kernel} does not offer "
+                f"({facts.get('tcx_reason') or 'tcx probe failed'}): boot Linux >= 6.6 (tcx) or >= 6.7 with "
+                "CONFIG_NETKIT=y; the tc clsact fallback for older kernels is not implemented yet")
     if requested == "veth":
         return "veth", "veth was asked for"
     if requested == "netkit":

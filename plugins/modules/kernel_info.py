@@ -1,0 +1,81 @@
+#!/usr/bin/python
+# Copyright: Contributors to the yogurt.phone collection
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: kernel_info
+short_description: Probe what the host's kernel offers yogurt-phones
+version_added: 0.1.0
+description:
+  - Finds out by trying, not by reading version numbers (Cilium style), whether the kernel
+    can load BPF programs, attach them with tcx, create netkit devices (and with which
+    attributes), and whether bpffs is mounted. Every probe works on throwaway objects in a
+    scratch network namespace that is removed afterwards.
+  - Says which backend O(backend=auto) would choose, and why.
+author:
+  - yogurt.phone developers (@yogurt-phone)
+options: {}
+attributes:
+  check_mode:
+    support: full
+    description: Probes run in check mode too; they change nothing that outlives them.
+  diff_mode:
+    support: none
+    description: Nothing changes, so there is no diff.
+  idempotent:
+    support: full
+    description: Never reports a change.
+requirements:
+  - pyroute2 >= 0.9, libbpf (C(libbpf.so.1))
+"""
+
+EXAMPLES = r"""
+- name: Probe the kernel
+  yogurt.phone.kernel_info:
+  register: kernel
+
+- name: Show what auto picks
+  ansible.builtin.debug:
+    msg: "{{ kernel.auto_backend }}: {{ kernel.auto_reason }}"
+"""
+
+RETURN = r"""
+kernel:
+  description: The probe results.
+  returned: always
+  type: dict
+  sample: {"kernel": "6.18.4", "netkit": false, "tcx": true, "bpffs": true, "libbpf": "1.4"}
+auto_backend:
+  description: The backend that O(backend=auto) picks on this host.
+  returned: always
+  type: str
+  sample: veth
+auto_reason:
+  description: Why.
+  returned: always
+  type: str
+  sample: "auto: Linux 6.18.4 has no netkit (creating a netkit device failed: Unknown device type); veth with tcx"
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.yogurt.phone.plugins.module_utils.links import HAS_PYROUTE2, PYROUTE2_IMPORT_ERROR
+from ansible_collections.yogurt.phone.plugins.module_utils.phone_converge import probe_host, resolve_backend
+
+
+def main():
+    module = AnsibleModule(argument_spec={}, supports_check_mode=True)
+    if not HAS_PYROUTE2:
+        module.fail_json(msg=f"pyroute2 is missing on this host ({PYROUTE2_IMPORT_ERROR}): "
+                             "run the yogurt.phone.bpf_toolchain role, or pip install 'pyroute2>=0.9'")
+    facts = probe_host()
+    backend, reason = resolve_backend("auto", facts)
+    module.exit_json(changed=False, kernel=facts, auto_backend=backend, auto_reason=reason)
+
+
+if __name__ == "__main__":
+    main()
