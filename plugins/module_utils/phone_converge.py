@@ -66,10 +66,15 @@ def read_records():
     return records
 
 
+def host_netns_id():
+    """Identity of the namespace the host sides live in (a test sandbox is not the host)."""
+    return os.stat("/proc/thread-self/ns/net").st_ino
+
+
 def write_record(phone, backend):
     os.makedirs(RECORD_DIR, mode=0o755, exist_ok=True)
     path = os.path.join(RECORD_DIR, phone["name"] + ".json")
-    data = {"name": phone["name"], "backend": backend,
+    data = {"name": phone["name"], "backend": backend, "host_netns": host_netns_id(),
             "ends": [{k: e[k] for k in ("netns", "host_ifname", "cont_ifname")} for e in phone["ends"]]}
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as handle:
@@ -80,6 +85,14 @@ def write_record(phone, backend):
 def delete_record(name):
     with contextlib.suppress(FileNotFoundError):
         os.unlink(os.path.join(RECORD_DIR, name + ".json"))
+
+
+def tidy_run_dir():
+    """With no phone left on the host, leave no file of ours in /run either."""
+    with contextlib.suppress(OSError):
+        os.rmdir(RECORD_DIR)
+        os.unlink(LOCK_PATH)
+        os.rmdir(RUN_DIR)
 
 
 def probe_host():
@@ -157,7 +170,9 @@ class HostConverger:
         try:
             host_devices = read_namespace(ipr)
             live_netns = set(list_netns())
-            records = read_records()
+            all_records = read_records()
+            here = host_netns_id()
+            records = {n: r for n, r in all_records.items() if r.get("host_netns") == here}
             self.owned = {e["host_ifname"] for r in records.values() for e in r.get("ends", [])}
             listed = {p["name"] for p in self.phones}
             for phone in self.phones:
@@ -169,13 +184,16 @@ class HostConverger:
                 results.append(res)
                 tracker.add(phone["name"], res.pop("_before"), res.pop("_after"))
             if self.exclusive:
-                unlisted = set(records) | set(_pinned_phones())
+                # Ours: recorded in this namespace, or pinned with no record at all (orphans).
+                unlisted = set(records) | (set(_pinned_phones()) - set(all_records))
                 for name in sorted(unlisted - listed):
                     res = self._absent(ipr, host_devices, live_netns, name, records.get(name, {}).get("ends", []))
                     results.append(res)
                     tracker.add(name, res.pop("_before"), res.pop("_after"))
         finally:
             ipr.close()
+        if self.exclusive and not self.check_mode and not any(p["state"] == "present" for p in self.phones):
+            tidy_run_dir()
         return {
             "changed": any(r["changed"] for r in results),
             "phones": results,

@@ -140,7 +140,7 @@ def sandbox(prefix):
     finally:
         # Everything this test made carries the prefix: namespaces, then bpffs pins.
         for ns in sorted(_netns_names() - before):
-            if ns.startswith(prefix):
+            if ns.startswith(prefix) and ns != name:
                 subprocess.run(["ip", "netns", "del", ns], check=False)
         subprocess.run(["ip", "netns", "del", name], check=False)
         for entry in pathlib.Path(BPFFS_ROOT).glob(f"{prefix}*"):

@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# Build the netkit test VM image: Debian bookworm with the bookworm-backports 6.12 kernel
+# (CONFIG_NETKIT=y), iproute2 6.15, bpftool 7.5, libbpf 1.4.6 and pyroute2 0.9.7.
+# Run as root. Needs debootstrap, e2fsprogs, ssh-keygen and network to deb.debian.org
+# (and PyPI for pyroute2); the VM itself never gets a route off the machine.
+#
+#   tests/vm/build_image.sh            # prints the image directory on the last line
+#
+# Output: $YOGURT_VM_CACHE/<hash>/ (default ~/.cache/yogurt-phone/vm) with
+#   rootfs.img (raw ext4), vmlinuz, initrd.img, id_ed25519 (+.pub), packages.txt, complete
+# <hash> covers this script (package lists, kernel version, settings), so any change here
+# builds a new image; an unchanged script prints "cached" and does nothing. The build
+# happens in a temporary directory renamed at the end: an interrupted build never looks
+# complete. Packages are cached in ~/.cache/yogurt-phone/apt to speed up rebuilds.
+set -euo pipefail
+
+KERNEL=linux-image-6.12.95+deb12-amd64
+PYROUTE2=pyroute2==0.9.7
+MIRROR=http://deb.debian.org/debian
+BASE_PACKAGES=(systemd-sysv udev kmod initramfs-tools zstd openssh-server python3 python3-venv
+  clang llvm tcpdump iputils-ping netcat-openbsd iperf3 ca-certificates)
+BACKPORTS_PACKAGES=("$KERNEL" iproute2 bpftool libbpf1 libbpf-dev)
+IMAGE_SIZE=4G
+
+here=$(cd "$(dirname "$0")" && pwd)
+cache=${XDG_CACHE_HOME:-$HOME/.cache}/yogurt-phone
+vm_cache=${YOGURT_VM_CACHE:-$cache/vm}
+apt_cache=$cache/apt
+# pip on the host fetches pyroute2; the checkout's venv has one, a bare python3 may not.
+python=${PYTHON:-$here/../../.venv/bin/python}
+[ -x "$python" ] || python=python3
+hash=$(cat "$here/build_image.sh" | sha256sum | cut -c1-16)
+out=$vm_cache/$hash
+
+if [ -e "$out/complete" ]; then
+  echo "cached"
+  echo "$out"
+  exit 0
+fi
+if [ "$(id -u)" != 0 ]; then
+  echo "build_image.sh: run as root (debootstrap and chroot need it)" >&2
+  exit 1
+fi
+for tool in debootstrap mkfs.ext4 ssh-keygen unshare chroot; do
+  command -v "$tool" >/dev/null || { echo "build_image.sh: $tool is missing; run ./scripts/setup --test" >&2; exit 1; }
+done
+
+mkdir -p "$vm_cache" "$apt_cache/debs"
+# One build per hash at a time; a second caller waits, then finds the image cached.
+exec 9>"$vm_cache/.lock-$hash"
+flock 9
+if [ -e "$out/complete" ]; then
+  echo "cached"
+  echo "$out"
+  exit 0
+fi
+
+start=$(date +%s)
+tmp=$(mktemp -d "$vm_cache/.build-$hash.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+rootfs=$tmp/rootfs
+log() { echo "build_image.sh: [$(( $(date +%s) - start )) s] $*"; }
+
+log "debootstrap bookworm into $rootfs"
+include=$(IFS=,; echo "${BASE_PACKAGES[*]}")
+debootstrap --variant=minbase --include="$include" --cache-dir="$apt_cache/debs" \
+  bookworm "$rootfs" "$MIRROR" >"$tmp/debootstrap.log" 2>&1 || {
+  tail -n 30 "$tmp/debootstrap.log" >&2
+  [ -f "$rootfs/debootstrap/debootstrap.log" ] && tail -n 30 "$rootfs/debootstrap/debootstrap.log" >&2
+  exit 1
+}
+
+log "configure the image"
+ssh-keygen -q -t ed25519 -N '' -C yogurt-phone-vm -f "$tmp/id_ed25519"
+install -d -m 700 "$rootfs/root/.ssh"
+install -m 600 "$tmp/id_ed25519.pub" "$rootfs/root/.ssh/authorized_keys"
+
+cat >"$rootfs/etc/apt/sources.list" <<EOF
+deb $MIRROR bookworm main
+deb $MIRROR bookworm-backports main
+EOF
+# No documentation in the image: smaller and faster to install.
+cat >"$rootfs/etc/dpkg/dpkg.cfg.d/01-nodoc" <<'EOF'
+path-exclude /usr/share/doc/*
+path-exclude /usr/share/man/*
+path-exclude /usr/share/info/*
+path-exclude /usr/share/locale/*
+EOF
+echo 'APT::Install-Recommends "false";' >"$rootfs/etc/apt/apt.conf.d/90-norecommends"
+# A 6 MB initrd: only what finds and mounts the virtio root disk.
+sed -i -e 's/^MODULES=.*/MODULES=list/' -e 's/^COMPRESS=.*/COMPRESS=zstd/' \
+  "$rootfs/etc/initramfs-tools/initramfs.conf"
+printf '%s\n' virtio_pci virtio_blk ext4 virtio_net >>"$rootfs/etc/initramfs-tools/modules"
+
+echo yogurt-vm >"$rootfs/etc/hostname"
+printf '127.0.0.1 localhost\n127.0.1.1 yogurt-vm\n' >"$rootfs/etc/hosts"
+echo '/dev/vda / ext4 rw,noatime 0 1' >"$rootfs/etc/fstab"
+
+# Static address instead of DHCP (DHCP cost ~30 s of boot under TCG). qemu's user-mode
+# network is always 10.0.2.0/24 with the gateway at .2; restrict=on keeps it off the host.
+cat >"$rootfs/etc/systemd/system/yogurt-net.service" <<'EOF'
+[Unit]
+Description=Static address for the qemu user-mode NIC
+DefaultDependencies=no
+After=systemd-udevd.service sys-subsystem-net-devices-eth0.device
+Wants=sys-subsystem-net-devices-eth0.device
+Before=network.target ssh.service
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/sbin/ip link set lo up
+ExecStart=/usr/sbin/ip link set eth0 up
+ExecStart=/usr/sbin/ip addr replace 10.0.2.15/24 dev eth0
+ExecStart=/usr/sbin/ip route replace default via 10.0.2.2 dev eth0
+
+[Install]
+WantedBy=multi-user.target
+EOF
+mkdir -p "$rootfs/etc/systemd/system/multi-user.target.wants"
+ln -sf /etc/systemd/system/yogurt-net.service "$rootfs/etc/systemd/system/multi-user.target.wants/yogurt-net.service"
+# Units that only slow a throwaway VM down (apparmor ~23 s under TCG).
+for unit in apparmor.service systemd-networkd-wait-online.service systemd-networkd.service \
+  apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer e2scrub_reap.service fstrim.timer \
+  systemd-timesyncd.service man-db.timer dpkg-db-backup.timer getty@tty1.service \
+  systemd-journal-flush.service; do
+  ln -sf /dev/null "$rootfs/etc/systemd/system/$unit"
+done
+mkdir -p "$rootfs/etc/ssh/sshd_config.d"
+printf 'UseDNS no\nPermitRootLogin prohibit-password\nPasswordAuthentication no\n' \
+  >"$rootfs/etc/ssh/sshd_config.d/yogurt.conf"
+mkdir -p "$rootfs/etc/systemd/journald.conf.d"
+printf '[Journal]\nStorage=volatile\n' >"$rootfs/etc/systemd/journald.conf.d/yogurt.conf"
+
+log "install ${BACKPORTS_PACKAGES[*]} from bookworm-backports"
+# The chroot's mounts live in a private mount namespace: they vanish with it, whatever happens.
+unshare --mount --propagation private -- bash -euo pipefail -c '
+  rootfs=$1 apt_cache=$2; shift 2
+  mount -t proc proc "$rootfs/proc"
+  mount -t sysfs sysfs "$rootfs/sys"
+  mount --bind /dev "$rootfs/dev"
+  mount --bind "$apt_cache" "$rootfs/var/cache/apt/archives"
+  export DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8 PATH=/usr/sbin:/usr/bin:/sbin:/bin
+  chroot "$rootfs" apt-get update -q
+  chroot "$rootfs" apt-get install -y -q -t bookworm-backports "$@"
+' _ "$rootfs" "$apt_cache/debs" "${BACKPORTS_PACKAGES[@]}" >"$tmp/apt.log" 2>&1 || {
+  tail -n 40 "$tmp/apt.log" >&2
+  exit 1
+}
+chroot "$rootfs" dpkg-query -W -f='${Package} ${Version}\n' | sort >"$tmp/packages.txt"
+rm -rf "$rootfs/var/lib/apt/lists/"* "$rootfs/var/cache/apt/"*.bin
+
+log "pyroute2 from PyPI into the image's system python"
+site=$(chroot "$rootfs" python3 -c 'import sys; print("/usr/local/lib/python%d.%d/dist-packages" % sys.version_info[:2])')
+"$python" -m pip install -q --disable-pip-version-check --no-deps --no-compile \
+  --cache-dir "$cache/pip" --target "$rootfs$site" "$PYROUTE2" >"$tmp/pip.log" 2>&1 || {
+  cat "$tmp/pip.log" >&2
+  exit 1
+}
+echo "pyroute2 ${PYROUTE2#*==} (pypi)" >>"$tmp/packages.txt"
+
+log "extract kernel and initrd"
+cp "$rootfs/boot/vmlinuz-${KERNEL#linux-image-}" "$tmp/vmlinuz"
+cp "$rootfs/boot/initrd.img-${KERNEL#linux-image-}" "$tmp/initrd.img"
+
+log "make the ext4 root filesystem image ($IMAGE_SIZE, sparse)"
+truncate -s "$IMAGE_SIZE" "$tmp/rootfs.img"
+mkfs.ext4 -q -L yogurt-root -d "$rootfs" "$tmp/rootfs.img"
+rm -rf "$rootfs"
+
+date -u +%FT%TZ >"$tmp/complete"
+chmod 755 "$tmp"
+mv -T "$tmp" "$out"
+trap - EXIT
+log "done"
+echo "$out"
