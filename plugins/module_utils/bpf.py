@@ -279,7 +279,7 @@ def prog_fd_by_id(prog_id):
 
 def prog_load_trivial(name="yg_probe"):
     """Load `r0 = -1 (TCX_NEXT); exit` as SCHED_CLS, for probes. Returns its fd."""
-    insns = bytes.fromhex("b7000000ffffffff" "9500000000000000")
+    insns = bytes.fromhex("b7000000ffffffff9500000000000000")
     code = ctypes.create_string_buffer(insns, len(insns))
     lic = ctypes.create_string_buffer(b"GPL")
     attr = ctypes.create_string_buffer(128)

@@ -142,7 +142,7 @@ def inject(host_ifname, dst_netns, dst_ip, dst_mac=None, frames=10, wait=0.5):
         mac = bytes.fromhex(dst_mac.replace(":", "")) if dst_mac else b"\xff" * 6
         for bypass in (0, 1):
             raw.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, bypass)
-            for _ in range(frames):
+            for _frame in range(frames):
                 try:
                     raw.sendto(packet, (host_ifname, ETH_P_IP, 0, 0, mac))
                     sent += 1

@@ -142,7 +142,7 @@ def _resolve(phone, backend, ends):
                             f"{end['host_ifname']} is {kind}; recreate the pair or change the backend")
         try:
             with _in_netns(end["cont_netns"]):
-                cont, _ = _link_of(end["cont_ifname"], f"netns {end['cont_netns']}")
+                cont = _link_of(end["cont_ifname"], f"netns {end['cont_netns']}")[0]
         except Exception as exc:  # a missing namespace is as fatal as a missing device
             raise WireError(f"phone {phone}: ends[{i}].cont_netns {end['cont_netns']}: {exc}") from None
         if cont is None:
@@ -296,7 +296,7 @@ def converge_wire(phone, backend, ends, obj_path, check_mode=False):
         os.makedirs(pdir, mode=0o700, exist_ok=True)
 
     with bpf.BpfObject(obj_path, pin_maps=pin_maps) as obj:
-        wanted_progs = sorted({prog for _, prog, _, _ in hooks})
+        wanted_progs = sorted({hook[1] for hook in hooks})
         for prog in wanted_progs:
             obj.prog_fd(prog)  # raises if the object lacks a program of this backend
         try:
@@ -394,7 +394,7 @@ def converge_wire(phone, backend, ends, obj_path, check_mode=False):
 
 def _fmt_wires(wires, devs, ends):
     names = {d["host"]: e["host_ifname"] for d, e in zip(devs, ends)}
-    return ", ".join(f"{names.get(k, k)}({k}) -> {names.get(t, t)}({t})" for k, (t, _) in sorted(wires.items()))
+    return ", ".join(f"{names.get(k, k)}({k}) -> {names.get(t, t)}({t})" for k, (t, _direction) in sorted(wires.items()))
 
 
 def _summary(state, ends, devs):

@@ -16,8 +16,8 @@ description:
   - Objects are named by a hash of every source, the flags and the compiler version. When
     that object exists, nothing is compiled and nothing changes.
   - Objects of older hashes in O(dest) are removed.
-  - No kernel headers are needed: the programs touch only C(__sk_buff), from the uapi
-    C(linux/bpf.h) and libbpf's C(bpf_helpers.h) (package libbpf-dev).
+  - "No kernel headers are needed: the programs touch only C(__sk_buff), from the uapi
+    C(linux/bpf.h) and libbpf's C(bpf_helpers.h) (package libbpf-dev)."
 author:
   - yogurt.phone developers (@yogurt-phone)
 options:

@@ -39,8 +39,9 @@ options:
     default: true
 attributes:
   check_mode:
-    support: none
-    description: Sends nothing in check mode (the call needs built phones).
+    support: partial
+    details: In check mode nothing is sent and no call is reported (the phones may not exist yet).
+    description: Can run in check mode.
   diff_mode:
     support: none
     description: Nothing changes, so there is no diff.

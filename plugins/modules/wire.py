@@ -129,7 +129,7 @@ programs:
   elements: dict
   sample: [{"name": "wire_in", "id": 46, "tag": "9ef8c75ba82c9ae1"}]
 links:
-  description: Pinned links after the run; RV(links[].defunct) means the device is gone.
+  description: Pinned links after the run; C(defunct) means the device is gone.
   returned: state is present and not check mode
   type: list
   elements: dict

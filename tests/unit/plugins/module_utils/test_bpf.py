@@ -43,14 +43,14 @@ def test_build_skips_unchanged_source(objects, tmp_path):
 def test_object_has_the_programs_and_maps_wire_expects(objects, backend):
     with bpf.BpfObject(objects[backend]) as obj:
         assert set(obj.maps) == set(wire.MAPS)
-        assert set(obj.programs) == {prog for _, prog, _, _ in wire.HOOKS[backend]}
-        for hook, prog, attach, _side in wire.HOOKS[backend]:
+        assert set(obj.programs) == {hook[1] for hook in wire.HOOKS[backend]}
+        for _hook, prog, attach, _side in wire.HOOKS[backend]:
             assert obj.section(prog) == attach.replace("_", "/", 1)
 
 
 def test_load_gives_stable_tags_and_info(objects):
     tags = []
-    for _ in range(2):
+    for _round in range(2):
         with bpf.BpfObject(objects["veth"]) as obj:
             obj.load()
             info = bpf.prog_info(obj.prog_fd("wire_in"))
@@ -78,7 +78,7 @@ def test_map_update_lookup_iterate_delete(objects):
         counters = obj.map_fd("counters")
         items = bpf.map_items(counters)
         assert len(items) == 8  # PERCPU_ARRAY: every slot exists
-        assert all(len(v) == 8 * bpf.num_possible_cpus() for _, v in items)
+        assert all(len(v) == 8 * bpf.num_possible_cpus() for _key, v in items)
         assert bpf.percpu_sum_u64(struct.pack("=3Q", 1, 2, 3)) == 6
 
 
