@@ -465,8 +465,83 @@ class BpfObject:
         self.close()
 
 
-def tc_clsact_unsupported():
-    """Kernels < 6.6 have no tcx; the clsact fallback is not written yet."""
-    raise BpfError(errno_mod.EOPNOTSUPP,
-                   "this kernel has no tcx (Linux >= 6.6 is needed for the veth backend's bpf_link "
-                   "attachments); the tc clsact fallback is not implemented yet")
+# ---------------------------------------------------------------- tc clsact (kernels < 6.6)
+# No tcx before Linux 6.6: the same SCHED_CLS programs attach as direct-action cls_bpf
+# filters on a clsact qdisc. A filter holds its program itself, so it outlives the
+# loader without a pin; `tc filter replace` swaps the program atomically.
+
+TC_PARENTS = {"ingress": 0xFFFFFFF2, "egress": 0xFFFFFFF3}
+TC_PRIO = 0x7967    # "yg": the priority that marks our filters
+_TCA_BPF_NAME, _TCA_BPF_TAG, _TCA_BPF_ID = 7, 10, 11
+
+
+def _tc_options(msg):
+    """Raw TCA_OPTIONS attributes of a cls_bpf filter (pyroute2 0.9 decodes neither id nor tag)."""
+    opts = msg.get_attr("TCA_OPTIONS")
+    if opts is None:
+        return {}
+    buf = opts.data[opts.offset + 4:opts.offset + opts.length]
+    attrs, i = {}, 0
+    while i + 4 <= len(buf):
+        length, kind = struct.unpack_from("=HH", buf, i)
+        if length < 4:
+            break
+        attrs[kind & 0x3FFF] = buf[i + 4:i + length]
+        i += (length + 3) & ~3
+    return attrs
+
+
+def tc_filters(ipr, ifindex):
+    """{'ingress'|'egress': {'prog_id', 'tag', 'name'}} of our filters on ifindex (netns of `ipr`)."""
+    found = {}
+    for direction, parent in TC_PARENTS.items():
+        try:
+            msgs = ipr.get_filters(index=ifindex, parent=parent)
+        except Exception as exc:  # no clsact qdisc yet: nothing of ours
+            if getattr(exc, "code", None) in (errno_mod.EINVAL, errno_mod.ENOENT):
+                continue
+            raise
+        for msg in msgs:
+            attrs = _tc_options(msg)
+            if msg["info"] >> 16 != TC_PRIO or _TCA_BPF_ID not in attrs:
+                continue
+            found[direction] = {"prog_id": struct.unpack("=I", attrs[_TCA_BPF_ID][:4])[0],
+                                "tag": attrs.get(_TCA_BPF_TAG, b"").hex(),
+                                "name": attrs.get(_TCA_BPF_NAME, b"").split(b"\0", 1)[0].decode()}
+    return found
+
+
+def tc_attach(ipr, ifindex, direction, prog_fd, name):
+    """Attach (or atomically replace) our direct-action filter on ifindex's clsact hook."""
+    try:
+        ipr.tc("add", "clsact", ifindex)
+    except Exception as exc:
+        if getattr(exc, "code", None) != errno_mod.EEXIST:
+            raise BpfError(getattr(exc, "code", errno_mod.EIO), f"adding a clsact qdisc on ifindex {ifindex}: {exc}") from None
+    try:
+        ipr.tc("replace-filter", "bpf", ifindex, handle=1, fd=prog_fd, name=name, parent=TC_PARENTS[direction],
+               classid=1, direct_action=True, prio=TC_PRIO)
+    except Exception as exc:
+        raise BpfError(getattr(exc, "code", errno_mod.EIO),
+                       f"attaching {name} as a tc {direction} filter on ifindex {ifindex}: {exc}") from None
+
+
+def tc_detach(ipr, ifindex, direction):
+    """Remove our filter (not the clsact qdisc: other filters may live there)."""
+    try:
+        ipr.tc("del-filter", "bpf", ifindex, handle=1, parent=TC_PARENTS[direction], prio=TC_PRIO)
+    except Exception as exc:
+        if getattr(exc, "code", None) not in (errno_mod.ENOENT, errno_mod.EINVAL, errno_mod.ENODEV):
+            raise BpfError(getattr(exc, "code", errno_mod.EIO),
+                           f"removing the tc {direction} filter on ifindex {ifindex}: {exc}") from None
+
+
+def tcx_available():
+    """tcx (Linux >= 6.6)? Asked the kernel: BPF_PROG_QUERY for tcx on lo answers EINVAL before 6.6."""
+    try:
+        prog_query(1, "tcx_ingress")
+    except BpfError as exc:
+        if exc.errno == errno_mod.EINVAL:
+            return False
+        raise
+    return True

@@ -206,7 +206,8 @@ def _read_pinned(phone):
 def read_wire(phone):
     """Programs, links, wires map and counters (summed over CPUs) of one phone."""
     if not bpf.bpffs_mounted():
-        return {"phone": phone, "exists": False, "programs": [], "links": [], "wires": [], "counters": {}}
+        return {"phone": phone, "exists": False, "backend": None, "attach_mode": None, "programs": [],
+                "links": [], "filters": [], "wires": [], "counters": {}}
     state = _read_pinned(phone)
     counters = {}
     path = f"{phone_dir(phone)}/map_counters"
@@ -224,10 +225,20 @@ def read_wire(phone):
         links.append({"pin": pin, "id": info["id"], "type": info["type"], "attach_type": info["attach_type"],
                       "ifindex": info["ifindex"], "prog_id": info["prog_id"],
                       "program": info["prog"].get("name"), "defunct": info["ifindex"] == 0})
+    filters = []
+    if HAS_PYROUTE2 and state["wires"] and not links:
+        with IPRoute() as ipr:
+            for ifindex in sorted(state["wires"]):
+                with contextlib.suppress(Exception):
+                    for direction, have in sorted(bpf.tc_filters(ipr, ifindex).items()):
+                        filters.append(dict(have, ifindex=ifindex, direction=direction))
+    backend = _backend_of(state) or ("veth" if filters else None)
     return {
         "phone": phone,
         "exists": bool(_pins(phone)),
-        "backend": _backend_of(state),
+        "backend": backend,
+        "attach_mode": "tc" if filters else ("netkit" if backend == "netkit" else ("tcx" if backend else None)),
+        "filters": filters,
         "programs": [{"name": n, "id": p["id"], "tag": p["tag"]} for n, p in sorted(state["programs"].items())],
         "links": links,
         "wires": [{"ifindex": k, "target": t, "direction": d} for k, (t, d) in sorted(state["wires"].items())],
@@ -242,6 +253,30 @@ def _backend_of(state):
     if "tcx" in types:
         return "veth"
     return None
+
+
+def attached_in_current_netns(phone):
+    """Does any host-side link or tc filter of `phone` sit on a device of the calling thread's netns?
+
+    For telling "an orphan of this namespace" from a phone wired from another namespace
+    (a test sandbox, another host stand-in) before removing pins that have no record.
+    """
+    if not bpf.bpffs_mounted():
+        return False
+    state = _read_pinned(phone)
+    for pin, info in state["links"].items():
+        if pin.endswith("_guard") or not info["ifindex"]:
+            continue
+        if _attached_here(info["id"], info["ifindex"], info["attach_type"], None):
+            return True
+    if HAS_PYROUTE2 and state["wires"]:
+        ours = {prog for hooks in HOOKS.values() for _hook, prog, _attach, _side in hooks}
+        with IPRoute() as ipr:
+            for ifindex in state["wires"]:
+                with contextlib.suppress(Exception):
+                    if any(f["name"] in ours for f in bpf.tc_filters(ipr, ifindex).values()):
+                        return True
+    return False
 
 
 def list_phones():
@@ -274,8 +309,69 @@ def _attached_here(link_id, ifindex, attach_type, netns):
             raise
 
 
-def converge_wire(phone, backend, ends, obj_path, check_mode=False):
+def _converge_link(spot, have, obj, tag, pdir, check_mode):
+    """One pinned bpf_link (tcx or netkit): keep, update its program, or attach anew."""
+    pin, prog, attach, ifname, ifindex = spot["pin"], spot["prog"], spot["attach"], spot["ifname"], spot["ifindex"]
+    path = f"{pdir}/{pin}"
+    if have and have["attach_type"] == attach and _attached_here(have["id"], ifindex, attach, spot["netns"]):
+        if have["prog"].get("tag") == tag:
+            return []
+        if not check_mode:
+            fd = bpf.obj_get(path)
+            try:
+                bpf.link_update(fd, obj.prog_fd(prog))
+            finally:
+                os.close(fd)
+        return [f"update {pin} ({attach} on {ifname}): {prog} tag {have['prog'].get('tag')} -> {tag}"]
+    actions = []
+    if have:
+        actions.append(f"detach stale {pin} ({_describe_link(have, ifname)})")
+        if not check_mode:
+            os.unlink(path)
+    actions.append(f"attach {pin}: {prog} as {attach} on {ifname} (ifindex {ifindex})")
+    if not check_mode:
+        with _in_netns(spot["netns"]):
+            try:
+                fd = bpf.link_create(obj.prog_fd(prog), ifindex, attach)
+            except bpf.BpfError as exc:
+                raise WireError(f"phone {spot['phone']}: ends[{spot['end']}] {ifname}: {exc}") from None
+        try:
+            bpf.pin_replace(fd, path)
+        finally:
+            os.close(fd)
+    return actions
+
+
+def _converge_filter(spot, obj, tag, check_mode):
+    """One tc clsact filter (kernels without tcx): keep, or attach/replace atomically."""
+    direction = "ingress" if spot["attach"] == "tcx_ingress" else "egress"
+    with _in_netns(spot["netns"]), IPRoute() as ipr:
+        have = bpf.tc_filters(ipr, spot["ifindex"]).get(direction)
+        if have and have["tag"] == tag:
+            return []
+        if not check_mode:
+            try:
+                bpf.tc_attach(ipr, spot["ifindex"], direction, obj.prog_fd(spot["prog"]), spot["prog"])
+            except bpf.BpfError as exc:
+                raise WireError(f"phone {spot['phone']}: ends[{spot['end']}] {spot['ifname']}: {exc}") from None
+    if have:
+        return [f"update tc {direction} filter on {spot['ifname']}: {spot['prog']} tag {have['tag']} -> {tag}"]
+    return [f"attach {spot['prog']} as tc {direction} filter on {spot['ifname']} (ifindex {spot['ifindex']})"]
+
+
+def attach_mode(backend, attach="auto"):
+    """'netkit' for netkit; for veth 'tcx' (Linux >= 6.6) or 'tc' (clsact filters) as asked or found."""
+    if backend == "netkit":
+        return "netkit"
+    if attach in ("tcx", "tc"):
+        return attach
+    return "tcx" if bpf.tcx_available() else "tc"
+
+
+def converge_wire(phone, backend, ends, obj_path, check_mode=False, attach="auto"):
     """Make the phone's wire match (backend, ends, object). See the file docstring.
+
+    attach (veth only): 'tcx' links, 'tc' clsact filters (kernels < 6.6), or 'auto'.
 
     Returns dict(changed, backend, actions, before, after, links, programs, maps).
     """
@@ -283,6 +379,7 @@ def converge_wire(phone, backend, ends, obj_path, check_mode=False):
     devs, kind = _resolve(phone, backend, ends)
     backend = kind
     hooks = HOOKS[backend]
+    mode = attach_mode(backend, attach)
     pdir = phone_dir(phone)
     actions = []
 
@@ -318,44 +415,21 @@ def converge_wire(phone, backend, ends, obj_path, check_mode=False):
                 for key in set(have_wires) - set(want_wires):
                     bpf.map_delete(fd, _U32.pack(key))
 
-        # 2. links: one per end and hook, attached at the right ifindex, running the new program
+        before_filters = _filters(hooks, ends, devs) if mode == "tc" else None
+
+        # 2. attachments: one per end and hook, at the right ifindex, running the new program
         wanted_pins = {f"map_{m}" for m in MAPS} | {f"prog_{p}" for p in wanted_progs}
         for i, end in enumerate(ends):
             for hook, prog, attach, side in hooks:
-                pin = f"link_end{i}_{hook}"
-                wanted_pins.add(pin)
-                path = f"{pdir}/{pin}"
-                ifindex = devs[i][side]
-                netns = end["cont_netns"] if side == "cont" else None
-                ifname = end["cont_ifname"] if side == "cont" else end["host_ifname"]
-                have = before_state["links"].get(pin)
-                if have and have["attach_type"] == attach and _attached_here(have["id"], ifindex, attach, netns):
-                    if have["prog"].get("tag") == new_tags[prog]:
-                        continue
-                    actions.append(f"update {pin} ({attach} on {ifname}): {prog} tag "
-                                   f"{have['prog'].get('tag')} -> {new_tags[prog]}")
-                    if not check_mode:
-                        fd = bpf.obj_get(path)
-                        try:
-                            bpf.link_update(fd, obj.prog_fd(prog))
-                        finally:
-                            os.close(fd)
-                    continue
-                if have:
-                    actions.append(f"detach stale {pin} ({_describe_link(have, ifname)})")
-                    if not check_mode:
-                        os.unlink(path)
-                actions.append(f"attach {pin}: {prog} as {attach} on {ifname} (ifindex {ifindex})")
-                if not check_mode:
-                    with _in_netns(netns):
-                        try:
-                            fd = bpf.link_create(obj.prog_fd(prog), ifindex, attach)
-                        except bpf.BpfError as exc:
-                            raise WireError(f"phone {phone}: ends[{i}] {ifname}: {exc}") from None
-                    try:
-                        bpf.pin_replace(fd, path)
-                    finally:
-                        os.close(fd)
+                spot = {"phone": phone, "end": i, "pin": f"link_end{i}_{hook}", "prog": prog, "attach": attach,
+                        "ifindex": devs[i][side], "netns": end["cont_netns"] if side == "cont" else None,
+                        "ifname": end["cont_ifname"] if side == "cont" else end["host_ifname"]}
+                if mode == "tc":
+                    actions.extend(_converge_filter(spot, obj, new_tags[prog], check_mode))
+                else:
+                    wanted_pins.add(spot["pin"])
+                    actions.extend(_converge_link(spot, before_state["links"].get(spot["pin"]), obj,
+                                                  new_tags[prog], pdir, check_mode))
 
         # 3. program pins follow the links (links hold their own references)
         for prog in wanted_progs:
@@ -377,10 +451,15 @@ def converge_wire(phone, backend, ends, obj_path, check_mode=False):
 
     after_state = _read_pinned(phone) if not check_mode else None
     before = _summary(before_state, ends, devs)
-    after = _summary(after_state, ends, devs) if after_state else _planned(hooks, ends, devs, new_tags, want_wires)
+    after = _summary(after_state, ends, devs) if after_state else _planned(hooks, ends, devs, new_tags, want_wires, mode)
+    if mode == "tc":
+        before["filters"] = before_filters
+        if after_state:
+            after["filters"] = _filters(hooks, ends, devs)
     result = {
         "changed": bool(actions),
         "backend": backend,
+        "attach_mode": mode,
         "actions": actions,
         "before": before,
         "after": after,
@@ -413,30 +492,89 @@ def _summary(state, ends, devs):
     }
 
 
-def _planned(hooks, ends, devs, tags, wires):
-    links = {}
+def _planned(hooks, ends, devs, tags, wires, mode):
+    links, filters = {}, {}
     for i, end in enumerate(ends):
         for hook, prog, attach, side in hooks:
             ifname = end["cont_ifname"] if side == "cont" else end["host_ifname"]
+            if mode == "tc":
+                direction = "ingress" if attach == "tcx_ingress" else "egress"
+                filters[f"end{i}_{hook}"] = f"tc {direction} on {ifname}: {prog} tag {tags[prog]}"
+                continue
             info = {"attach_type": attach, "ifindex": devs[i][side], "prog": {"name": prog, "tag": tags[prog]}}
             links[f"link_end{i}_{hook}"] = _describe_link(info, ifname)
-    return {
+    planned = {
         "programs": dict(sorted(tags.items())),
         "links": dict(sorted(links.items())),
         "wires": _fmt_wires(wires, devs, ends),
     }
+    if mode == "tc":
+        planned["filters"] = filters
+    return planned
 
 
-def remove_wire(phone, check_mode=False):
-    """Detach and unpin everything of `phone` (links first), then remove its directory."""
+def _filters(hooks, ends, devs):
+    """Our tc filters, as {end<i>_<hook>: description} (tc mode)."""
+    found = {}
+    for i, end in enumerate(ends):
+        for hook, _prog, attach, side in hooks:
+            direction = "ingress" if attach == "tcx_ingress" else "egress"
+            ifname = end["cont_ifname"] if side == "cont" else end["host_ifname"]
+            with _in_netns(end["cont_netns"] if side == "cont" else None), IPRoute() as ipr:
+                have = bpf.tc_filters(ipr, devs[i][side]).get(direction)
+            if have:
+                found[f"end{i}_{hook}"] = f"tc {direction} on {ifname}: {have['name']} tag {have['tag']}"
+    return found
+
+
+def _remove_filters(phone, wires, ends, check_mode):
+    """Detach our tc filters (tc mode) from the host sides and, given the ends, the yogurt sides."""
+    if not HAS_PYROUTE2:
+        return []
+    ours = {prog for hooks in HOOKS.values() for _hook, prog, _attach, _side in hooks}
+    spots = [(None, ifindex, f"ifindex {ifindex}") for ifindex in wires]
+    for i, end in enumerate(ends or []):
+        for side, netns, ifname in (("host", None, end.get("host_ifname")),
+                                    ("cont", end.get("cont_netns"), end.get("cont_ifname"))):
+            try:
+                with _in_netns(netns):
+                    ifindex = _link_of(ifname, netns or "the host namespace")[0]
+            except Exception:  # a namespace that is gone took its filters along
+                continue
+            if ifindex is not None:
+                spots.append((netns, ifindex, ifname))
+    actions, seen = [], set()
+    for netns, ifindex, label in spots:
+        if (netns, ifindex) in seen:
+            continue
+        seen.add((netns, ifindex))
+        with _in_netns(netns), IPRoute() as ipr:
+            for direction, have in sorted(bpf.tc_filters(ipr, ifindex).items()):
+                if have["name"] not in ours:
+                    continue
+                actions.append(f"remove tc {direction} filter {have['name']} from {label}")
+                if not check_mode:
+                    bpf.tc_detach(ipr, ifindex, direction)
+    return actions
+
+
+def remove_wire(phone, check_mode=False, ends=None):
+    """Detach and unpin everything of `phone` (links first), then remove its directory.
+
+    tc filters (kernels without tcx) hold their programs without pins: they are found on
+    the host-side devices named in the wires map and, when `ends` is given, on the yogurt
+    sides too (without it, a yogurt-side guard filter goes with its namespace).
+    """
     if not isinstance(phone, str) or not PHONE_RE.match(phone):
         raise WireError(f"phone name {phone!r} is invalid: use 1-64 characters of [a-z0-9_-]")
     pdir = phone_dir(phone)
-    if not bpf.bpffs_mounted() or not os.path.isdir(pdir):
-        return {"changed": False, "actions": [], "before": {}, "after": {}}
+    mounted = bpf.bpffs_mounted()
+    wires = _read_pinned(phone)["wires"] if mounted else {}
+    actions = _remove_filters(phone, wires, ends, check_mode)
+    if not mounted or not os.path.isdir(pdir):
+        return {"changed": bool(actions), "actions": actions, "before": {}, "after": {}}
     pins = _pins(phone)
     before = {"pins": pins}
-    actions = []
     # unpinning drops the last reference of a link: that is what detaches it
     for pin in sorted(pins, key=lambda p: (not p.startswith("link_"), p)):
         actions.append(f"unpin {pin}")

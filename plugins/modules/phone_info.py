@@ -73,9 +73,18 @@ phones:
       type: str
       sample: phone
     backend:
-      description: V(netkit) or V(veth), from the kind of its links; null if none are pinned.
+      description: V(netkit) or V(veth), from the kind of its links or filters; null if none are found.
       type: str
       sample: veth
+    attach_mode:
+      description: V(netkit), V(tcx) (bpf_link) or V(tc) (clsact filters, kernels < 6.6).
+      type: str
+      sample: tcx
+    filters:
+      description: In tc mode, our filters on the host-side devices, C(ifindex), C(direction),
+        C(name), C(prog_id), C(tag).
+      type: list
+      elements: dict
     programs:
       description: Pinned programs, C(name), C(id), C(tag).
       type: list

@@ -45,6 +45,8 @@ options:
     description:
       - The two ends of the phone. Packets sent by the yogurt of end 0 go to the yogurt of
         end 1 and back. Required with O(state=present).
+      - With O(state=absent) they are optional; given, tc filters (O(attach=tc)) are also
+        removed from the yogurt-side devices, not only from the host-side ones.
     type: list
     elements: dict
     suboptions:
@@ -61,6 +63,15 @@ options:
         description: Container-side device of the pair, inside O(ends[].cont_netns).
         type: str
         required: true
+  attach:
+    description:
+      - How the veth backend attaches its programs. V(tcx) uses bpf_link (Linux >= 6.6),
+        V(tc) direct-action filters on a clsact qdisc (older kernels; the filters hold the
+        programs, no link pins), V(auto) asks the kernel whether it has tcx.
+      - Ignored for netkit, which always attaches through netkit links.
+    type: str
+    choices: [auto, tcx, tc]
+    default: auto
   object:
     description:
       - Path of the compiled BPF object on the target (see C(bpf/build.sh) or
@@ -116,6 +127,11 @@ backend:
   returned: state is present
   type: str
   sample: veth
+attach_mode:
+  description: V(netkit), V(tcx) or V(tc), how the programs are attached.
+  returned: state is present
+  type: str
+  sample: tcx
 actions:
   description: What was done (or would be done in check mode), one sentence each.
   returned: always
@@ -163,6 +179,7 @@ def main():
                 cont_netns=dict(type="str", required=True, aliases=["netns"]),
                 cont_ifname=dict(type="str", required=True),
             )),
+            attach=dict(type="str", default="auto", choices=["auto", "tcx", "tc"]),
             object=dict(type="path"),
             state=dict(type="str", default="present", choices=["present", "absent"]),
         ),
@@ -177,9 +194,10 @@ def main():
                              f"({wire.PYROUTE2_IMPORT_ERROR}); the yogurt.phone.bpf_toolchain role installs it")
     try:
         if p["state"] == "present":
-            result = wire.converge_wire(p["phone"], p["backend"], p["ends"], p["object"], module.check_mode)
+            result = wire.converge_wire(p["phone"], p["backend"], p["ends"], p["object"], module.check_mode,
+                                        attach=p["attach"])
         else:
-            result = wire.remove_wire(p["phone"], module.check_mode)
+            result = wire.remove_wire(p["phone"], module.check_mode, ends=p["ends"])
     except (wire.WireError, BpfError) as exc:
         module.fail_json(msg=str(exc) if str(exc).startswith("phone") else f"phone {p['phone']}: {exc}")
     before, after = result.pop("before", {}), result.pop("after", {})

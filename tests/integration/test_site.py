@@ -197,3 +197,29 @@ def test_a_device_we_did_not_make_is_left_alone(sandbox, tmp_path):
     links = host_links(sandbox)
     assert f"{sandbox.prefix}0ah" in links and f"{sandbox.prefix}mine" in links
     assert our_pins(sandbox.prefix) == []
+
+
+def test_boot_unit_rebuilds_the_phones_after_a_reboot(sandbox, tmp_path):
+    phones = [phone(sandbox.prefix, 0)]
+    res = run(sandbox, tmp_path, phones, yogurt_phone_boot_unit=True)
+    assert res.returncode == 0, res.stdout[-4000:]
+    for path in ("/etc/systemd/system/yogurt-phone.service", "/etc/yogurt-phone/phones.json",
+                 "/usr/local/lib/yogurt-phone/converge-at-boot"):
+        assert os.path.exists(path), path
+    assert recap(run(sandbox, tmp_path, phones, yogurt_phone_boot_unit=True).stdout)["changed"] == 0
+    # A reboot: devices, namespaces, pins and /run are gone.
+    for ns in our_netns(sandbox.prefix):
+        subprocess.run(["ip", "netns", "del", ns], check=True)
+    subprocess.run(["rm", "-rf", os.path.join(PINS, f"{sandbox.prefix}-p0"), "/run/yogurt"], check=True)
+    with open("/etc/systemd/system/yogurt-phone.service", encoding="utf-8") as unit:
+        exec_start = next(line for line in unit if line.startswith("ExecStart=")).split("=", 1)[1].split()
+    boot = sandbox.command(exec_start)  # what systemd would run at boot
+    assert boot.returncode == 0, boot.stderr
+    assert "created namespace" in boot.stdout
+    call = run(sandbox, tmp_path, phones, playbook="playbooks/call.yml", args=())
+    assert call.returncode == 0, call.stdout[-3000:]
+    down = run(sandbox, tmp_path, phones, playbook="playbooks/teardown.yml", args=())
+    assert down.returncode == 0, down.stdout[-3000:]
+    for path in ("/etc/systemd/system/yogurt-phone.service", "/etc/yogurt-phone", "/usr/local/lib/yogurt-phone"):
+        assert not os.path.exists(path), path
+    assert our_netns(sandbox.prefix) == [] and our_pins(sandbox.prefix) == []

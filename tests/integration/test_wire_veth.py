@@ -282,15 +282,46 @@ def test_host_cannot_inject_into_a_yogurt(phone):
     assert after["refused"] - before["refused"] >= 20, (before, after)
     sb.ip("addr", "del", "10.42.0.100/24", "dev", phone.host[1])
 
-    # (b) raw frames with PACKET_QDISC_BYPASS skip tc egress; the guard in the yogurt stops
-    # them, even when they carry the wire's marker as SO_MARK.
+    # (b) raw frames with PACKET_QDISC_BYPASS skip tc egress; the guard in the yogurt stops them.
+    assert_bypass_injection_refused(phone)
+
+
+def assert_bypass_injection_refused(phone):
+    """AF_PACKET + PACKET_QDISC_BYPASS on the host side, with and without the wire's marker as SO_MARK."""
+    mac = phone.cont_mac(1)
     for mark in (0, MARKER):
         before = phone.info()["counters"]
         sent = []
-        got = phone.received_in_yogurt(1, lambda: sent.append(sb.command(
+        got = phone.received_in_yogurt(1, lambda: sent.append(phone.sandbox.command(
             ["python3", "-c", INJECT, phone.host[1], mac, phone.addr[0], phone.addr[1], "5555", "20", "1",
              str(mark)]).stdout.strip()))
         after = phone.info()["counters"]
         assert sent == ["20"], sent
         assert got == 0, f"{got} injected frames reached the yogurt (mark {mark:#x})"
         assert after["refused_guard"] - before["refused_guard"] == 20, (before, after)
+
+
+def test_tc_clsact_fallback(phone, objects):
+    """What kernels < 6.6 get: the same programs as clsact filters (forced with attach: tc)."""
+    res = phone.wire(attach="tc")
+    assert res.changed and res["attach_mode"] == "tc" and res["links"] == [], res
+    assert phone.ping(0) == 3 and phone.ping(1) == 3
+    assert not phone.wire(attach="tc").changed
+    info = phone.info()
+    assert info["attach_mode"] == "tc" and len(info["filters"]) == 4, info  # in + out on both host sides
+    assert_bypass_injection_refused(phone)
+
+    res = phone.wire(obj=objects["variant"], attach="tc")
+    updates = [a for a in res["actions"] if a.startswith("update tc ingress")]
+    assert res.changed and len(updates) == 2, res["actions"]
+
+    res = phone.sandbox.module("wire", {"phone": phone.name, "state": "absent", "ends": phone.args()["ends"]})
+    assert not res.failed and res.changed, res
+    assert not (PIN_ROOT / phone.name).exists()
+    for i in range(2):
+        for direction in ("ingress", "egress"):
+            shown = phone.sandbox.command(["tc", "filter", "show", "dev", phone.host[i], direction]).stdout
+            assert "bpf" not in shown, shown
+        shown = netns_run(phone.yogurts[i], ["tc", "filter", "show", "dev", phone.cont[i], "ingress"]).stdout
+        assert "bpf" not in shown, shown
+    assert phone.ping(0) == 0

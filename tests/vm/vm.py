@@ -35,7 +35,6 @@ import fcntl
 import json
 import os
 import pathlib
-import shlex
 import shutil
 import signal
 import socket
@@ -424,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
             if not vm.alive():
                 raise VMError(f"VM {args.name!r} is not running (stale state in {vm.run_dir}); run: vm.py down --name {args.name}")
             cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
-            argv = vm.ssh_argv(*([shlex.join(cmd)] if cmd else []))
+            argv = vm.ssh_argv(*([" ".join(cmd)] if cmd else []))  # like ssh: args joined by spaces
             if not cmd:
                 argv.insert(1, "-t")
             os.execvp(argv[0], argv)
@@ -440,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
             if not cmd:
                 parser.error("run needs a command: vm.py run -- uname -r")
             with booted_vm(args.name) as vm:
-                return subprocess.run(vm.ssh_argv(shlex.join(cmd)), check=False).returncode
+                return subprocess.run(vm.ssh_argv(" ".join(cmd)), check=False).returncode
     except VMError as exc:
         print(f"vm.py: {exc}", file=sys.stderr)
         return 1

@@ -1,0 +1,165 @@
+# Copyright: Contributors to the yogurt.phone collection
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""yogurt.phone.netkit on a kernel with netkit (the test VM, Debian's 6.12).
+
+One ansible-playbook run (tests/vm/netkit/netkit_module.yml) does the whole lifecycle in
+the VM: check mode, create, re-run, change in place, refusal and recreate of the mode,
+headroom on this kernel, read back with iproute2 and ping from inside the peer's
+namespace, absent twice. The playbook asserts on its own; the tests below parse every
+task's result (the yogurt_test_json callback prints one JSON line per task) and check the
+same facts, each in its own test so a failure names what broke. Module tasks cost 5-8 s
+each over ssh to the TCG guest, so everything rides on one run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import time
+
+import pytest
+
+pytestmark = pytest.mark.vm
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+PLAYBOOK = ROOT / "tests" / "vm" / "netkit" / "netkit_module.yml"
+CALLBACKS = ROOT / "tests" / "integration" / "callback_plugins"
+
+
+class PlaybookRun:
+    """Task results by task name, with the seconds each task took (time between results)."""
+
+    def __init__(self):
+        self.results, self.seconds, self.order = {}, {}, []
+        self.rc, self.output = None, []
+
+    def __getitem__(self, task):
+        assert task in self.results, f"task {task!r} did not report; output:\n" + "".join(self.output[-60:])
+        return self.results[task]
+
+    def timing_table(self):
+        return "\n".join(f"{self.seconds[t]:6.1f} s  {t}" for t in self.order)
+
+
+@pytest.fixture(scope="module")
+def run(netkit_vm_inventory):
+    env = dict(
+        os.environ,
+        ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
+        ANSIBLE_STDOUT_CALLBACK="yogurt_test_json",
+        ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
+        ANSIBLE_CALLBACK_PLUGINS=str(CALLBACKS),
+        ANSIBLE_NOCOLOR="1",
+        PYTHONUNBUFFERED="1",
+        PATH=f"{ROOT / '.venv' / 'bin'}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}",
+    )
+    argv = [str(ROOT / ".venv" / "bin" / "ansible-playbook"), "-i", str(netkit_vm_inventory), str(PLAYBOOK)]
+    result = PlaybookRun()
+    start = last = time.monotonic()
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:
+        result.output.append(line)
+        if line.startswith("YOGURT_RESULT "):
+            now = time.monotonic()
+            event = json.loads(line.split(" ", 1)[1])
+            name = event["task"]
+            result.results[name] = dict(event["result"], _status=event["status"])
+            result.seconds[name] = now - last
+            result.order.append(name)
+            last = now
+    result.rc = proc.wait(timeout=900)
+    result.seconds["(whole playbook)"] = time.monotonic() - start
+    result.order.append("(whole playbook)")
+    print("\nnetkit module in the VM, seconds per task:\n" + result.timing_table())
+    return result
+
+
+def _json_after(stdout, tag):
+    for line in stdout.splitlines():
+        if line.startswith(tag + " "):
+            return json.loads(line.split(" ", 1)[1])
+    raise AssertionError(f"no {tag} line in:\n{stdout}")
+
+
+def test_playbook_passed_its_own_asserts(run):
+    assert run.rc == 0, "".join(run.output[-80:])
+    assert run["What the runs reported"]["_status"] == "ok"
+
+
+def test_check_mode_predicts_and_creates_nothing(run):
+    check, create = run["Create (check mode)"], run["Create"]
+    assert check["changed"] and any(a.startswith("create netkit pair nkt1-host") for a in check["actions"])
+    # The real run found no pair: check mode left nothing behind.
+    assert any(a.startswith("create netkit pair") for a in create["actions"])
+
+
+def test_create_then_rerun_is_unchanged(run):
+    pair = run["Create"]["netkit"]
+    assert run["Create"]["changed"]
+    assert (pair["mode"], pair["policy"], pair["peer_policy"]) == ("l3", "blackhole", "blackhole")
+    assert (pair["peer_ifname"], pair["peer_netns"]) == ("nkt1-cont", "nkt-yogurt-1")
+    assert pair["peer_addresses"] == ["10.42.0.1/24", "fd00:42::1/64"]
+    assert (pair["mtu"], pair["peer_mtu"], pair["up"], pair["peer_up"]) == (1400, 1400, True, True)
+    assert run["Create"]["features"]["netkit"] is True
+    again = run["Create again (no change)"]
+    assert again["changed"] is False and again["actions"] == []
+
+
+def test_change_in_place_keeps_the_device(run):
+    inplace, created = run["Change in place (policy, mtu)"], run["Create"]
+    assert inplace["changed"]
+    assert inplace["netkit"]["policy"] == "forward" and inplace["netkit"]["mtu"] == 1300
+    assert inplace["netkit"]["peer_mtu"] == 1300
+    assert inplace["netkit"]["host_ifindex"] == created["netkit"]["host_ifindex"]
+    assert inplace["diff"]["before"]["policy"] == "blackhole" and inplace["diff"]["after"]["policy"] == "forward"
+
+
+def test_host_side_address_is_reported_and_removed(run):
+    inplace = run["Change in place (policy, mtu)"]
+    assert "remove host-side address 192.0.2.9/24 from nkt1-host" in inplace["actions"]
+    assert any("192.0.2.9/24" in w for w in inplace.get("warnings", []))
+    assert inplace["diff"]["before"]["host_addresses"] == ["192.0.2.9/24"]
+    assert inplace["netkit"]["host_addresses"] == []
+
+
+def test_mode_change_is_refused_then_recreated(run):
+    refused = run["Mode change without recreate is refused"]
+    assert refused["_status"] == "failed"
+    assert "mode is 'l3', asked 'l2'" in refused["msg"] and "recreate: true" in refused["msg"]
+    recreated = run["Mode change with recreate"]
+    assert recreated["changed"] and recreated["netkit"]["mode"] == "l2"
+    assert recreated["netkit"]["host_ifindex"] != run["Create"]["netkit"]["host_ifindex"]
+    assert recreated["netkit"]["peer_addresses"] == ["10.42.0.1/24", "fd00:42::1/64"]
+
+
+def test_headroom_follows_the_kernel(run):
+    headroom = run["Headroom on this kernel (refused before any change where unsupported)"]
+    if headroom["_status"] == "failed":
+        assert "headroom is not supported by this kernel (Linux 6.12" in headroom["msg"]
+        assert "Linux >= 6.14" in headroom["msg"]
+    else:
+        assert headroom["netkit"]["headroom"] == 64
+
+
+def test_iproute2_sees_what_the_module_made(run):
+    stdout = run["Read back with iproute2 and ping the peer's addresses from inside its namespace"]["stdout"]
+    host = _json_after(stdout, "HOSTLINK")[0]
+    data = host["linkinfo"]["info_data"]
+    assert host["linkinfo"]["info_kind"] == "netkit"
+    assert data["mode"] == "l2" and data["policy"] == "forward" and data["peer_policy"] == "blackhole"
+    assert data["scrub"] == "none" and data["peer_scrub"] == "none"
+    assert host.get("inet6_addr_gen_mode") == "none"
+    assert _json_after(stdout, "HOSTADDR")[0]["addr_info"] == []
+    peer_addrs = {f"{a['local']}/{a['prefixlen']}" for a in _json_after(stdout, "PEERADDR")[0]["addr_info"]}
+    assert {"10.42.0.1/24", "fd00:42::1/64"} <= peer_addrs
+    assert "PING4 ok" in stdout and "PING6 ok" in stdout
+
+
+def test_absent_removes_both_sides_once(run):
+    assert run["Absent"]["changed"] and run["Absent"]["netkit"]["state"] == "absent"
+    assert run["Absent again (no change)"]["changed"] is False
+    gone = run["Nothing is left"]["stdout"]
+    assert "HOST gone" in gone and "PEERNS 1 links" in gone
