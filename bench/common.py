@@ -102,11 +102,34 @@ class Cleanup:
 
 
 CLEANUP = Cleanup()
-atexit.register(CLEANUP)
+_SCOPES = [CLEANUP]
+
+
+@contextlib.contextmanager
+def scope():
+    """A cleanup scope: what is made inside is removed when the block ends (or at exit)."""
+    global CLEANUP  # pylint: disable=global-statement
+    outer = CLEANUP
+    CLEANUP = Cleanup()
+    _SCOPES.append(CLEANUP)
+    try:
+        yield CLEANUP
+    finally:
+        CLEANUP()
+        _SCOPES.remove(CLEANUP)
+        CLEANUP = outer
+
+
+def cleanup_all(*_unused):
+    for item in reversed(_SCOPES):
+        item()
+
+
+atexit.register(cleanup_all)
 
 
 def _on_signal(signum, _frame):
-    CLEANUP()
+    cleanup_all()
     sys.exit(128 + signum)
 
 

@@ -26,7 +26,6 @@ Hard checks (not noise-dependent), once per scenario:
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import statistics
 import time
@@ -113,7 +112,7 @@ def setup(prefix, workdir, objects):
     common.CLEANUP.pin_dirs.append(f"/sys/fs/bpf/yogurt/{phone['name']}")
     wall, result = common.phones_module(sandbox, {"phones": [phone], "veth_object": objects["wire_veth"]}, workdir)
     ends = phone["ends"]
-    scen["phone"] = Scenario("phone", ends[0]["netns"], ends[1]["netns"], ends[1]["addresses"][0].split("/")[0],
+    scen["phone"] = Scenario("phone", ends[0]["netns"], ends[1]["netns"], ends[1]["addresses"][0].split("/", maxsplit=1)[0],
                              [e["host_ifname"] for e in ends] + [e["cont_ifname"] for e in ends],
                              [(e["netns"], e["cont_ifname"]) for e in ends])
 
@@ -301,8 +300,3 @@ def run_datapath(cfg, workdir, objects, rr_bin, log):
         f"ttl phone {checks['ttl']['phone']['received_ttl']}, runcnt ok {checks['runcnt']['ok']}")
     return {"prefix": prefix, "phone": info, "rounds": rounds, "summary": summarize(rounds), "checks": checks,
             "config": cfg}
-
-
-def parse_ttl(text):  # kept for tcpdump -v output, should a raw socket be unavailable
-    match = re.search(r"ttl (\d+)", text)
-    return int(match.group(1)) if match else None

@@ -16,6 +16,7 @@ receive none of them.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 import select
@@ -137,6 +138,7 @@ def inject(host_ifname, dst_netns, dst_ip, dst_mac=None, frames=10, wait=0.5):
     # SOCK_DGRAM: the kernel builds the link-layer header (Ethernet on veth, none on L3 netkit).
     raw = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_IP))
     sent = 0
+    refused_at_send = {}
     try:
         raw.bind((host_ifname, ETH_P_IP))
         mac = bytes.fromhex(dst_mac.replace(":", "")) if dst_mac else b"\xff" * 6
@@ -146,8 +148,11 @@ def inject(host_ifname, dst_netns, dst_ip, dst_mac=None, frames=10, wait=0.5):
                 try:
                     raw.sendto(packet, (host_ifname, ETH_P_IP, 0, 0, mac))
                     sent += 1
-                except OSError:
-                    pass  # refused at send time (ENOBUFS from a dropping device) is a refusal too
+                except OSError as exc:
+                    # The device dropped it inside its transmit (a BPF drop reads as ENOBUFS):
+                    # refused at send time is a refusal too.
+                    key = errno.errorcode.get(exc.errno, str(exc.errno))
+                    refused_at_send[key] = refused_at_send.get(key, 0) + 1
         time.sleep(wait)
         received = 0
         while True:
@@ -156,7 +161,8 @@ def inject(host_ifname, dst_netns, dst_ip, dst_mac=None, frames=10, wait=0.5):
                 received += 1
             except BlockingIOError:
                 break
-        return {"ifindex": ifindex, "attempted": 2 * frames, "sent": sent, "received": received}
+        return {"ifindex": ifindex, "attempted": 2 * frames, "sent": sent, "received": received,
+                "refused_at_send": refused_at_send}
     finally:
         raw.close()
         listener.close()
@@ -184,6 +190,7 @@ def call_phone(phone, count=3, injection=True, read_mac=None):
                 mac = read_mac(end) if read_mac else None
                 res = inject(end["host_ifname"], end["netns"], str(iface.ip), mac)
                 checks.append({"check": f"inject on {end['host_ifname']} -> {iface.ip}", "ok": res["received"] == 0,
-                               "detail": f"{res['received']} of {res['sent']} frames written reached the yogurt",
+                               "detail": f"{res['received']} of {res['attempted']} frames reached the yogurt "
+                                         f"({res['attempted'] - res['sent']} refused at send)",
                                **res})
     return {"name": phone["name"], "ok": all(c["ok"] for c in checks), "checks": checks}

@@ -603,7 +603,7 @@ def _predict_created(want, features):
     after = dict(_absent_state(), state="present", peer_ifname=want["peer_ifname"], peer_netns=want["peer_netns"],
                  mode=want["mode"], policy=want["policy"], peer_policy=want["peer_policy"],
                  headroom=want["headroom"], tailroom=want["tailroom"], mtu=want["mtu"], peer_mtu=want["mtu"],
-                 up=False, peer_up=False, host_addr_gen_mode=None)
+                 up=False, peer_up=False, host_addr_gen_mode="(kernel default)")
     if features.get("scrub"):
         after.update(scrub=want["scrub"], peer_scrub=want["peer_scrub"])
     return after
@@ -641,8 +641,9 @@ def _plan_in_place(current, want):
 
 def _predict_in_place(current, want):
     after = dict(current)
-    after.update(policy=want["policy"], peer_policy=want["peer_policy"],
-                 host_addr_gen_mode=None if current["host_addr_gen_mode"] is None else "none", host_addresses=[], peer_addresses=list(want["peer_addresses"]), up=want["up"], peer_up=want["up"])
+    after.update(policy=want["policy"], peer_policy=want["peer_policy"], host_addresses=[],
+                 host_addr_gen_mode=None if current["host_addr_gen_mode"] is None else "none",
+                 peer_addresses=list(want["peer_addresses"]), up=want["up"], peer_up=want["up"])
     if want["mtu"] is not None:
         after.update(mtu=want["mtu"], peer_mtu=want["mtu"])
     return after
@@ -776,6 +777,10 @@ def _converge(want, check_mode, recreate):
             elif moves:
                 _check_peer_name_free(want)
         else:
+            if want["peer_netns"] and not netns_exists(want["peer_netns"]):
+                raise NetkitError(f"netkit pair {host}: peer_netns: network namespace '{want['peer_netns']}' does not "
+                                  f"exist ({netns_path(want['peer_netns'])} is missing): create it first "
+                                  f"(yogurt.phone.netns)")
             if moves:
                 _check_peer_name_free(want)
             if reasons:

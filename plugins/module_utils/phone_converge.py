@@ -184,8 +184,11 @@ class HostConverger:
                 results.append(res)
                 tracker.add(phone["name"], res.pop("_before"), res.pop("_after"))
             if self.exclusive:
-                # Ours: recorded in this namespace, or pinned with no record at all (orphans).
-                unlisted = set(records) | (set(_pinned_phones()) - set(all_records))
+                # Ours: recorded in this namespace, or pinned with no record at all (orphans)
+                # whose links sit in this namespace or that hold no link at all. A phone wired
+                # from another namespace (a test sandbox) is not ours to remove.
+                orphans = {name for name in set(_pinned_phones()) - set(all_records) if _orphan_is_ours(name)}
+                unlisted = set(records) | orphans
                 for name in sorted(unlisted - listed):
                     res = self._absent(ipr, host_devices, live_netns, name, records.get(name, {}).get("ends", []))
                     results.append(res)
@@ -293,7 +296,10 @@ class HostConverger:
         from ansible_collections.yogurt.phone.plugins.module_utils import wire
 
         actions = []
-        wire_res = self._step(f"phone '{name}'", "removing its wire", wire.remove_wire, name, self.check_mode)
+        wire_ends = [{"host_ifname": e["host_ifname"], "cont_netns": e["netns"], "cont_ifname": e["cont_ifname"]}
+                     for e in ends if netns_exists(e["netns"])]
+        wire_res = self._step(f"phone '{name}'", "removing its wire", wire.remove_wire, name, self.check_mode,
+                              wire_ends or None)
         actions.extend(wire_res.get("actions", []))
         before_ends = []
         for end in ends:
@@ -329,6 +335,15 @@ class HostConverger:
 
 def wire_state_absent():
     return {"attached": False}
+
+
+def _orphan_is_ours(name):
+    from ansible_collections.yogurt.phone.plugins.module_utils import wire
+
+    if wire.attached_in_current_netns(name):
+        return True
+    state = wire.read_wire(name)
+    return not state.get("links") and not state.get("filters")
 
 
 def _pinned_phones():

@@ -163,3 +163,51 @@ def test_absent_removes_both_sides_once(run):
     assert run["Absent again (no change)"]["changed"] is False
     gone = run["Nothing is left"]["stdout"]
     assert "HOST gone" in gone and "PEERNS 1 links" in gone
+
+
+@pytest.fixture(scope="module")
+def edge(netkit_vm):
+    """tests/vm/netkit/edge_cases.py run in the VM against the module_utils of this checkout."""
+    utils = ROOT / "plugins" / "module_utils"
+    prefix = f"nke{os.getpid() % 100000}"
+    bundle = subprocess.run(
+        ["tar", "-cf", "-", "--transform", "s,^,ansible_collections/yogurt/phone/plugins/module_utils/,",
+         "-C", str(utils), "netns.py", "netkit.py"], capture_output=True, check=True).stdout
+    script = (ROOT / "tests" / "vm" / "netkit" / "edge_cases.py").read_text()
+    staged = f"/tmp/{prefix}"
+    # tar on stdin, then the script; one ssh round trip each.
+    subprocess.run(netkit_vm.ssh_argv(f"rm -rf {staged} && mkdir -p {staged} && tar -C {staged} -xf -"),
+                   input=bundle, check=True, capture_output=True, timeout=120)
+    out = netkit_vm.run(f"cat > {staged}/edge.py && python3 {staged}/edge.py {staged} {prefix}; rc=$?; "
+                        f"rm -rf {staged}; exit $rc", input=script, timeout=300)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_edge_same_namespace_pair_down(edge):
+    first, again = edge["same_netns_down"]["ok"], edge["same_netns_again"]["ok"]
+    assert first["changed"] and first["netkit"]["peer_netns"] is None
+    assert (first["netkit"]["up"], first["netkit"]["peer_up"]) == (False, False)
+    assert again["changed"] is False
+
+
+def test_edge_errors_name_field_and_fix(edge):
+    assert "is the peer side of a netkit pair" in edge["peer_named_as_host"]["error"]
+    assert edge["peer_name_taken"]["error"].startswith("netkit pair e2-host: peer_ifname 'taken' is already taken")
+    missing = edge["netns_missing"]["error"]
+    assert missing.startswith("netkit pair e3-host: peer_netns:") and "yogurt.phone.netns" in missing
+    assert any("does not exist yet" in a for a in edge["netns_missing_check"]["ok"]["actions"])
+    assert "peer_netns is None, asked" in edge["move_refused"]["error"]
+    assert "scrub is 'none', asked 'default'" in edge["scrub_back_to_default_refused"]["error"]
+
+
+def test_edge_recreate_moves_peer_and_drift_is_repaired(edge):
+    assert edge["move_recreate"]["ok"]["netkit"]["peer_netns"].endswith("-y1")
+    assert edge["peer_address_drift"]["ok"]["actions"] == ["remove address 10.9.9.9/32 from e1-peer"]
+    assert edge["noop"]["ok"]["changed"] is False
+    print(f"\nno-op converge in the VM (module_utils only, no Ansible): {edge['noop']['seconds']} s")
+
+
+def test_edge_leaves_nothing(edge):
+    assert edge["remove_e1"]["ok"]["changed"] and edge["remove_e4"]["ok"]["changed"]
+    assert edge["links_left"] == {"host": 1, "peer": 2}  # lo; lo + the dummy 'taken'
+    assert edge["netns_left"] == []

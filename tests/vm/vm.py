@@ -1,10 +1,9 @@
-#!/usr/bin/env python3
 # Copyright: Contributors to the yogurt.phone collection
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Boot, reach and stop the netkit test VM: Debian bookworm with the 6.12 kernel, under qemu TCG.
 
-Command line (run as root from the checkout):
+Command line (run as root from the checkout, with its venv's python):
 
     python tests/vm/vm.py build                    # build the image (or print "cached")
     python tests/vm/vm.py up [--name N] [--json]   # boot a VM that outlives this command
@@ -32,6 +31,7 @@ import atexit
 import contextlib
 import ctypes
 import fcntl
+import hashlib
 import json
 import os
 import pathlib
@@ -63,18 +63,43 @@ class VMError(RuntimeError):
 
 
 def build(quiet: bool = False) -> pathlib.Path:
-    """Build the image if it is not cached yet; return its directory."""
-    result = subprocess.run(
-        [str(BUILD_SCRIPT)], check=False, text=True,
-        stdout=subprocess.PIPE, stderr=None if not quiet else subprocess.PIPE,
-    )
-    lines = result.stdout.strip().splitlines()
-    if result.returncode != 0 or not lines:
-        detail = (result.stderr or "").strip()[-3000:] if quiet else "see the output above"
-        raise VMError(f"building the VM image with {BUILD_SCRIPT} failed (exit {result.returncode}): {detail}")
-    if not quiet:
-        print("\n".join(lines[:-1]))
+    """Build the image if it is not cached yet; return its directory.
+
+    Progress goes to stderr (stdout stays clean for `up --json`), or nowhere when quiet.
+    """
+    process = subprocess.Popen([str(BUILD_SCRIPT)], text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    lines = []
+    for line in process.stdout:
+        lines.append(line.rstrip("\n"))
+        if not quiet:
+            print(line, end="", file=sys.stderr, flush=True)
+    returncode = process.wait()
+    if returncode != 0 or not lines:
+        raise VMError(f"building the VM image with {BUILD_SCRIPT} failed (exit {returncode}):\n" + "\n".join(lines[-40:]))
     return pathlib.Path(lines[-1])
+
+
+def image_hash() -> str:
+    """The cache key build_image.sh uses: its own sha256 (it holds the package lists and kernel)."""
+    return hashlib.sha256(BUILD_SCRIPT.read_bytes()).hexdigest()[:16]
+
+
+def prune() -> list[pathlib.Path]:
+    """Delete cached images other than the current one that no running qemu uses; return them."""
+    vm_cache = pathlib.Path(os.environ.get("YOGURT_VM_CACHE", CACHE / "vm"))
+    in_use = set()
+    for cmdline in pathlib.Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            in_use.update(arg for arg in cmdline.read_bytes().decode(errors="replace").split("\0") if str(vm_cache) in arg)
+    removed = []
+    for image_dir in sorted(vm_cache.iterdir()) if vm_cache.is_dir() else []:
+        if not image_dir.is_dir() or image_dir.name.startswith(".") or image_dir.name == image_hash():
+            continue
+        if any(str(image_dir) + "/" in arg for arg in in_use):
+            continue
+        shutil.rmtree(image_dir)
+        removed.append(image_dir)
+    return removed
 
 
 def _free_port() -> int:
@@ -298,7 +323,7 @@ def _qemu_argv(run_dir: pathlib.Path, image_dir: pathlib.Path, port: int, memory
 
 
 def up(name: str = DEFAULT_NAME, *, detach: bool = False, image_dir: pathlib.Path | None = None,
-       memory: int = 2048, cpus: int = 2, boot_timeout: float = BOOT_TIMEOUT, quiet_build: bool = True) -> VM:
+       memory: int = 2048, cpus: int = 2, boot_timeout: float = BOOT_TIMEOUT, quiet_build: bool = False) -> VM:
     """Boot VM `name` and wait until ssh works.
 
     detach=False: qemu dies with this Python process (pdeathsig, atexit, SIGTERM handler).
@@ -306,6 +331,10 @@ def up(name: str = DEFAULT_NAME, *, detach: bool = False, image_dir: pathlib.Pat
     """
     if shutil.which("qemu-system-x86_64") is None or shutil.which("qemu-img") is None:
         raise VMError("qemu-system-x86_64/qemu-img not found; install qemu-system-x86 and qemu-utils (./scripts/setup --test)")
+    if image_dir is None and os.environ.get("YOGURT_VM_IMAGE"):
+        image_dir = pathlib.Path(os.environ["YOGURT_VM_IMAGE"])
+        if not (image_dir / "complete").exists():
+            raise VMError(f"YOGURT_VM_IMAGE={image_dir} is not a complete image dir; unset it or run: vm.py build")
     if image_dir is None:
         image_dir = build(quiet=quiet_build)
     run_dir = RUN_ROOT / name
@@ -399,6 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     p_down.add_argument("--name", default=DEFAULT_NAME)
     p_down.add_argument("--all", action="store_true")
     sub.add_parser("list", help="VMs that are up")
+    sub.add_parser("prune", help="delete cached images other than the current one (unless a VM uses them)")
     p_run = sub.add_parser("run", help="boot a throwaway VM, run a command in it, power it off")
     p_run.add_argument("--name", default="run-%d" % os.getpid())
     p_run.add_argument("cmd", nargs=argparse.REMAINDER)
@@ -406,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "build":
-            print(build(quiet=False))
+            build(quiet=False)  # its last line is the image dir
         elif args.command == "up":
             started = time.monotonic()
             vm = up(args.name, detach=True, memory=args.memory)
@@ -417,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"VM {vm.name!r} up in {time.monotonic() - started:.0f} s: ssh on 127.0.0.1:{vm.port}, pid {vm.pid}")
                 print(f"  inventory: {vm.run_dir / 'inventory.yml'}")
                 print(f"  serial log: {vm.serial_log}")
-                print(f"  shell: {sys.argv[0]} ssh --name {vm.name}")
+                print(f"  shell: {pathlib.Path(sys.executable).name} {sys.argv[0]} ssh --name {vm.name}")
         elif args.command == "ssh":
             vm = VM.load(args.name)
             if not vm.alive():
@@ -434,6 +464,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "list":
             for vm in running():
                 print(f"{vm.name}\tpid {vm.pid}\t127.0.0.1:{vm.port}\t{vm.run_dir}")
+        elif args.command == "prune":
+            for image_dir in prune():
+                print(f"removed {image_dir}")
         elif args.command == "run":
             cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
             if not cmd:

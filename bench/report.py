@@ -1,0 +1,241 @@
+# Copyright: Contributors to the yogurt.phone collection
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Write results.csv, results.json, plot.png and latest.md; judge each target."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+from datapath import METRICS, SCENARIOS
+
+METRIC_LABEL = {"tput_1": "iperf3 1 stream", "tput_2": "iperf3 2 streams", "tcp_rr": "TCP_RR", "tcp_crr": "TCP_CRR"}
+# Datapath targets are ours (the issue names none): the phone is to cost no more than the
+# plain veth pair it is made of.
+TPUT_VS_VETH = 0.9
+RR_VS_VETH = 0.9
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {"|".join(k) if isinstance(k, tuple) else k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+def _fmt_ratio(r):
+    return f"{r['median']:.2f}x [{r['min']:.2f}-{r['max']:.2f}]"
+
+
+def _fmt_value(v, unit):
+    return f"{v:.1f}" if unit == "Gbit/s" else f"{v:,.0f}"
+
+
+def targets(data):
+    """[(target, measured, passed)]."""
+    out = []
+    dp = data.get("datapath")
+    if dp:
+        summ, checks = dp["summary"], dp["checks"]
+        ph, ve = checks["backlog"]["phone"], checks["backlog"]["veth"]
+        out.append(("backlog passes per packet: phone = plain veth (1)",
+                    f"phone {ph['per_packet']:.2f}, veth {ve['per_packet']:.2f}, routed "
+                    f"{checks['backlog']['routed']['per_packet']:.2f}",
+                    abs(ph["per_packet"] - ve["per_packet"]) < 0.1 and abs(ph["per_packet"] - 1) < 0.1))
+        ttl = checks["ttl"]["phone"]
+        out.append(("TTL unchanged across the phone", f"sent {ttl['sent_ttl']}, received {ttl['received_ttl']} "
+                    f"(routed: {checks['ttl']['routed']['received_ttl']})", ttl["received_ttl"] == ttl["sent_ttl"]))
+        rc = checks["runcnt"]
+        out.append(("BPF run count = packets", f"wire_in {rc['run_cnt']['wire_in']} = yogurt tx {rc['cont_tx_packets']}"
+                    f" = forwarded {rc['wire_forwarded']}; guard_in {rc['run_cnt']['guard_in']} = yogurt rx "
+                    f"{rc['cont_rx_packets']}; wire_out {rc['run_cnt']['wire_out']}", rc["ok"]))
+        for metric, floor in (("tput_1", TPUT_VS_VETH), ("tput_2", TPUT_VS_VETH), ("tcp_rr", RR_VS_VETH),
+                              ("tcp_crr", RR_VS_VETH)):
+            r = summ[("phone", metric)]["ratio_veth"]
+            out.append((f"{METRIC_LABEL[metric]}: phone >= {floor} x plain veth (median of rounds)",
+                        _fmt_ratio(r), r["median"] >= floor))
+    pv = data.get("provision")
+    if pv:
+        tg = pv["targets"]
+        rows = {r["count"]: r for r in pv["rows"]}
+        ref = rows.get(50) or pv["rows"][-1]
+        n = ref["count"]
+        note = "" if n == 50 else f" (measured at {n} phones, target scaled)"
+        out.append((f"50 phones converge <= {tg['converge_50_s']:.0f} s of module time{note}",
+                    f"{ref['module_converge_s']:.2f} s", ref["module_converge_s"] <= tg["converge_50_s"] * n / 50))
+        out.append((f"no-op re-run <= {tg['noop_50_s']:.0f} s ({n} phones)", f"{ref['module_noop_s']:.2f} s",
+                    ref["module_noop_s"] <= tg["noop_50_s"]))
+        for row in pv["rows"]:
+            out.append((f"converge no slower than the shell baseline ({row['count']} phones)",
+                        f"module {row['module_converge_s']:.2f} s, shell {row['shell_converge_s']:.2f} s",
+                        row["module_converge_s"] <= row["shell_converge_s"]))
+        slope = pv.get("slope_kb_per_phone", {}).get("module")
+        per = slope if slope is not None else ref["module_kb"] / n
+        how = "slope between the smallest and largest count" if slope is not None else f"delta / {n}"
+        out.append(("kernel memory <= 1 MB per phone", f"{per:.0f} kB ({how})", per <= tg["kb_per_phone"]))
+    return out
+
+
+def write_csv(path, data):
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        out = csv.writer(handle)
+        out.writerow(["section", "scenario", "metric", "round", "value", "unit", "ratio_lo64k", "ratio_veth",
+                      "load1", "steal_pct"])
+        dp = data.get("datapath")
+        if dp:
+            for rnd in dp["rounds"]:
+                vals = rnd["values"]
+                for name in SCENARIOS:
+                    for metric, unit in METRICS:
+                        v = vals[(name, metric)]
+                        out.writerow(["datapath", name, metric, rnd["round"], f"{v:.4f}", unit,
+                                      f"{v / vals[('lo64k', metric)]:.4f}", f"{v / vals[('veth', metric)]:.4f}",
+                                      rnd["load1"], f"{rnd['steal_pct']:.2f}"])
+            for name, chk in dp["checks"]["backlog"].items():
+                for key in ("per_packet", "per_transaction", "packets_per_transaction", "netif_rx", "packets"):
+                    out.writerow(["check", name, f"backlog_{key}", "", chk[key], "", "", "", "", ""])
+            for name, chk in dp["checks"]["ttl"].items():
+                out.writerow(["check", name, "ttl_received", "", chk["received_ttl"], "", "", "", "", ""])
+            rc = dp["checks"]["runcnt"]
+            for prog, n in rc["run_cnt"].items():
+                out.writerow(["check", "phone", f"run_cnt_{prog}", "", n, "", "", "", "", ""])
+                if rc["ns_per_run"][prog]:
+                    out.writerow(["check", "phone", f"ns_per_run_{prog}", "", f"{rc['ns_per_run'][prog]:.1f}",
+                                  "ns", "", "", "", ""])
+            for key in ("cont_tx_packets", "cont_rx_packets", "wire_forwarded"):
+                out.writerow(["check", "phone", key, "", rc[key], "", "", "", "", ""])
+        pv = data.get("provision")
+        if pv:
+            for row in pv["rows"]:
+                for how in ("module", "ansible", "shell"):
+                    for step in ("converge", "noop", "teardown"):
+                        out.writerow(["provision", how, f"{step}_s", row["count"], f"{row[f'{how}_{step}_s']:.3f}",
+                                      "s", "", "", row["load1"], f"{row['steal_pct']:.2f}"])
+                for how in ("module", "shell"):
+                    out.writerow(["provision", how, "kernel_kb_per_phone", row["count"],
+                                  f"{row[f'{how}_kb'] / row['count']:.1f}", "kB", "", "", "", ""])
+
+
+def plot(path, data):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dp, pv = data.get("datapath"), data.get("provision")
+    panels = [p for p in (dp, pv) if p]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.5), squeeze=False)
+    axes = list(axes[0])
+    if dp:
+        ax = axes.pop(0)
+        summ = dp["summary"]
+        width = 0.8 / len(SCENARIOS)
+        for i, name in enumerate(SCENARIOS):
+            med = [summ[(name, m)]["ratio_lo64k"]["median"] for m, _u in METRICS]
+            lo = [med[j] - summ[(name, m)]["ratio_lo64k"]["min"] for j, (m, _u) in enumerate(METRICS)]
+            hi = [summ[(name, m)]["ratio_lo64k"]["max"] - med[j] for j, (m, _u) in enumerate(METRICS)]
+            xs = [j + (i - (len(SCENARIOS) - 1) / 2) * width for j in range(len(METRICS))]
+            ax.bar(xs, med, width, yerr=[lo, hi], capsize=2, label=name)
+        ax.set_xticks(range(len(METRICS)), [METRIC_LABEL[m] for m, _u in METRICS])
+        ax.axhline(1.0, color="grey", linewidth=0.8)
+        ax.set_ylabel("ratio to loopback (MTU 64K), same round")
+        ax.set_title(f"datapath: median of {len(dp['rounds'])} rounds, min-max bars")
+        ax.legend(fontsize=8)
+    if pv:
+        ax = axes.pop(0)
+        counts = [r["count"] for r in pv["rows"]]
+        for how, marker, color in (("module", "o", "C0"), ("ansible", "s", "C1"), ("shell", "^", "C2")):
+            ax.plot(counts, [r[f"{how}_converge_s"] for r in pv["rows"]], marker=marker, color=color,
+                    label=f"{how} converge")
+            ax.plot(counts, [r[f"{how}_noop_s"] for r in pv["rows"]], marker=marker, color=color, linestyle=":",
+                    alpha=0.7, label=f"{how} no-op")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("phones on one host")
+        ax.set_ylabel("seconds")
+        ax.set_title("provisioning")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def markdown(data):
+    lines = [f"Benchmark ({data['mode']} run {data['started']}, Linux {data['kernel']}, {data['cpus']} CPUs, "
+             "veth backend; shared machine: compare ratios, not absolute values)", ""]
+    dp = data.get("datapath")
+    if dp:
+        summ = dp["summary"]
+        lines += [f"**Datapath**: median of {len(dp['rounds'])} interleaved rounds; ratio to loopback MTU 64K "
+                  "(lo64k) measured in the same round, [min-max] over rounds; last column: the phone against the "
+                  "plain veth pair.", "",
+                  "| scenario | " + " | ".join(f"{METRIC_LABEL[m]} ({u})" for m, u in METRICS) + " |",
+                  "| --- |" + " --- |" * len(METRICS)]
+        for name in SCENARIOS:
+            cells = [f"{_fmt_value(summ[(name, m)]['median'], u)} ({_fmt_ratio(summ[(name, m)]['ratio_lo64k'])})"
+                     for m, u in METRICS]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        vs_veth = [_fmt_ratio(summ[("phone", m)]["ratio_veth"]) for m, _u in METRICS]
+        lines.append("| phone / veth | " + " | ".join(vs_veth) + " |")
+        loads = [r["load1"] for r in dp["rounds"]]
+        steal = [r["steal_pct"] for r in dp["rounds"]]
+        lines += ["", f"Load average per round {min(loads):.2f}-{max(loads):.2f}, steal "
+                  f"{min(steal):.1f}-{max(steal):.1f}%.", "",
+                  f"**Hard checks** ({dp['checks']['backlog_method']}; a TCP_RR run of "
+                  f"{dp['config']['check_tx']} transactions):", "",
+                  "| scenario | netif_rx per packet | packets per transaction | netif_rx per transaction | "
+                  "TTL received (sent 64) |", "| --- | --- | --- | --- | --- |"]
+        for name in SCENARIOS:
+            b, t = dp["checks"]["backlog"][name], dp["checks"]["ttl"][name]
+            lines.append(f"| {name} | {b['per_packet']:.2f} | {b['packets_per_transaction']:.2f} | "
+                         f"{b['per_transaction']:.2f} | {t['received_ttl']} |")
+        rc = dp["checks"]["runcnt"]
+        lines += ["", f"BPF run counts ({rc['stats_via']}): wire_in {rc['run_cnt']['wire_in']}, guard_in "
+                  f"{rc['run_cnt']['guard_in']}, wire_out {rc['run_cnt']['wire_out']}; yogurt devices sent "
+                  f"{rc['cont_tx_packets']} and received {rc['cont_rx_packets']} packets; the wire counted "
+                  f"{rc['wire_forwarded']}. Cost: " + ", ".join(
+                      f"{p} {v:.0f} ns" for p, v in rc["ns_per_run"].items() if v) + " per run.", ""]
+    pv = data.get("provision")
+    if pv:
+        lines += ["**Provisioning** (veth backend, host = a sandbox namespace; module = the phones module run "
+                  "directly, ansible = `ansible localhost -m yogurt.phone.phones`, shell = bench/baseline_shell.sh; "
+                  "seconds; kernel memory = growth of Slab+KernelStack+PageTables+Percpu+VmallocUsed):", "",
+                  "| phones | module converge | no-op | teardown | ansible converge | no-op | teardown | "
+                  "shell converge | no-op | teardown | kB/phone module | kB/phone shell |",
+                  "| --- |" + " --- |" * 11]
+        for r in pv["rows"]:
+            lines.append(
+                f"| {r['count']} | {r['module_converge_s']:.2f} | {r['module_noop_s']:.2f} | "
+                f"{r['module_teardown_s']:.2f} | {r['ansible_converge_s']:.2f} | {r['ansible_noop_s']:.2f} | "
+                f"{r['ansible_teardown_s']:.2f} | {r['shell_converge_s']:.2f} | {r['shell_noop_s']:.2f} | "
+                f"{r['shell_teardown_s']:.2f} | {r['module_kb'] / r['count']:.0f} | {r['shell_kb'] / r['count']:.0f} |")
+        lines += ["", "Of the module time, starting Python and importing the module (no work) takes "
+                  + ", ".join(f"{r['module_startup_s']:.2f} s" for r in pv["rows"][:1]) + "."]
+        if "slope_kb_per_phone" in pv:
+            s = pv["slope_kb_per_phone"]
+            lines += ["", f"Kernel memory per phone from the slope between {pv['rows'][0]['count']} and "
+                      f"{pv['rows'][-1]['count']} phones: module {s['module']:.0f} kB, shell {s['shell']:.0f} kB."]
+        if "profile" in pv:
+            lines += ["", f"Profile of the {pv['profile']['count']}-phone converge and no-op re-run (cProfile, "
+                      "cumulative seconds, the collection's own functions):", ""]
+            for step, top in pv["profile"]["top"].items():
+                lines.append(f"- {step}, cumulative: " + "; ".join(f"`{f}` {sec:.2f} s ({c} calls)"
+                                                                  for f, sec, c in top["cumulative"][:8]))
+                lines.append(f"- {step}, own time: " + "; ".join(f"`{f}` {sec:.2f} s ({c} calls)"
+                                                                for f, sec, c in top["own"][:8]))
+        lines.append("")
+    lines += ["**Targets**:", "", "| target | measured | result |", "| --- | --- | --- |"]
+    for name, measured, ok in targets(data):
+        lines.append(f"| {name} | {measured} | {'pass' if ok else 'FALLS SHORT'} |")
+    return lines
+
+
+def write(outdir, data):
+    (outdir / "results.json").write_text(json.dumps(_jsonable(data), indent=1, sort_keys=True, default=str))
+    write_csv(outdir / "results.csv", data)
+    plot(outdir / "plot.png", data)
+    lines = markdown(data)
+    (outdir / "latest.md").write_text("\n".join(lines) + "\n")
+    return lines
