@@ -403,7 +403,7 @@ class BpfObject:
         self.path = path
         self._obj = None
         if not os.path.isfile(path):
-            raise BpfError(errno_mod.ENOENT, f"BPF object {path} does not exist; compile it first (bpf/build.sh)")
+            raise BpfError(errno_mod.ENOENT, f"BPF object {path} does not exist; compile it first (bpf/build.py, or the bpf_compile module)")
         so = lib()
         del _log[:]
         obj = so.bpf_object__open_file(path.encode(), None)

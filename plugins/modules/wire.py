@@ -74,7 +74,7 @@ options:
     default: auto
   object:
     description:
-      - Path of the compiled BPF object on the target (see C(bpf/build.sh) or
+      - Path of the compiled BPF object on the target (see C(bpf/build.py) or
         M(yogurt.phone.bpf_compile)). Required with O(state=present).
     type: path
   state:

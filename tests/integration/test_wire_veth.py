@@ -82,7 +82,7 @@ print(sent)
 
 
 def _build(src, outdir):
-    proc = subprocess.run([str(BPF_DIR / "build.sh"), str(src), str(outdir)],
+    proc = subprocess.run([str(BPF_DIR / "build.py"), str(src), str(outdir)],
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.strip()

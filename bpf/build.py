@@ -1,0 +1,32 @@
+#!/usr/bin/env python3
+# Copyright: Contributors to the yogurt.phone collection
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Compile one wire program by hand: bpf/build.py SOURCE.bpf.c OUTDIR [extra clang flags]
+
+Prints the object's path, OUTDIR/<stem>-<hash>.o. The same code as the bpf_compile module
+(plugins/module_utils/bpf_build.py): an unchanged input is not compiled again.
+"""
+
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / ".ansible" / "collections"))
+
+# pylint: disable=wrong-import-position
+from ansible_collections.yogurt.phone.plugins.module_utils.bpf_build import build_files  # noqa: E402
+
+
+def main(argv):
+    if len(argv) < 2:
+        print(__doc__.strip().splitlines()[0], file=sys.stderr)
+        return 2
+    src = pathlib.Path(argv[0])
+    headers = sorted(str(p) for p in src.parent.glob("*.h"))
+    objects = build_files([str(src)] + headers, [src.name], argv[1], cflags=argv[2:])
+    print(next(iter(objects.values())))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
