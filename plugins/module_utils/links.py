@@ -119,6 +119,25 @@ def disable_ipv6_autoconf(ipr, index, ifname):
              af_spec={"attrs": [["AF_INET6", {"attrs": [["IFLA_INET6_ADDR_GEN_MODE", ADDR_GEN_MODE_NONE]]}]]})
 
 
+def ipv6_disabled(ifname):
+    """Is IPv6 off on `ifname` (of the caller's namespace)? None if the kernel has no IPv6.
+
+    /proc/sys/net is per network namespace (the one of the reading task), so this reads
+    the device of the namespace we run in, as netlink would.
+    """
+    try:
+        with open(f"/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6", encoding="ascii") as handle:
+            return handle.read().strip() == "1"
+    except FileNotFoundError:
+        return None
+
+
+def disable_ipv6(ifname):
+    """Turn IPv6 off on a host-side device: no address, no link-local, no multicast route."""
+    with open(f"/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6", "w", encoding="ascii") as handle:
+        handle.write("1\n")
+
+
 def set_addresses(ipr, dev, wanted, check_mode, keep_link_local=True):
     """Make `dev` carry exactly `wanted`. Returns (added, removed) lists."""
     current = managed_addresses(dev["addresses"]) if keep_link_local else _canonical(dev["addresses"])

@@ -19,7 +19,7 @@ import json
 import os
 
 from ansible_collections.yogurt.phone.plugins.module_utils.diff import DifferenceTracker
-from ansible_collections.yogurt.phone.plugins.module_utils.links import open_ipr, read_namespace
+from ansible_collections.yogurt.phone.plugins.module_utils.links import disable_ipv6, ipv6_disabled, open_ipr, read_namespace
 from ansible_collections.yogurt.phone.plugins.module_utils.netns import (
     create_netns,
     delete_netns,
@@ -240,6 +240,12 @@ class HostConverger:
             }
             pair = self._step(where, f"converging its {backend} pair", self._pair, ipr, host_devices, spec, backend)
             actions.extend(pair["actions"])
+            # The host side takes no part in IPv6 at all: no address, no link-local, and no
+            # multicast route in the local table (the wire acts before the protocol handlers).
+            if pair["host_index"] is not None and ipv6_disabled(end["host_ifname"]) is False:
+                actions.append(f"turned IPv6 off on {end['host_ifname']}")
+                if not self.check_mode:
+                    self._step(where, "turning IPv6 off on the host side", disable_ipv6, end["host_ifname"])
             for text in pair["warnings"]:
                 self.warnings.append(f"phone '{name}': {text}")
             ends_before.append(dict(netns=netns if ns_before else None, host_ifname=end["host_ifname"],
