@@ -53,27 +53,21 @@ def netlink_errors(what):
         raise LinkError(f"{what}: {exc}") from None
 
 
+def read_device(ipr, ifname):
+    """One device and its addresses (the read_namespace() dict), without dumping the namespace."""
+    with netlink_errors(f"reading {ifname}"):
+        msgs = ipr.link("get", ifname=ifname)
+        dev = _decode(msgs[0])
+        dev["addresses"] = [f"{m.get_attr('IFA_ADDRESS')}/{m['prefixlen']}" for m in ipr.get_addr(index=dev["index"])]
+    return dev
+
+
 def read_namespace(ipr):
     """One dump of devices and addresses: {ifname: device dict}."""
     devices = {}
     by_index = {}
     for msg in ipr.get_links():
-        info = msg.get_attr("IFLA_LINKINFO")
-        kind = info.get_attr("IFLA_INFO_KIND") if info else None
-        af_spec = msg.get_attr("IFLA_AF_SPEC")
-        inet6 = af_spec.get_attr("AF_INET6") if af_spec else None
-        dev = {
-            "ifname": msg.get_attr("IFLA_IFNAME"),
-            "index": msg["index"],
-            "kind": kind,
-            "up": bool(msg["flags"] & IFF_UP),
-            "mtu": msg.get_attr("IFLA_MTU"),
-            "mac": msg.get_attr("IFLA_ADDRESS"),
-            "peer_index": msg.get_attr("IFLA_LINK"),
-            "link_netnsid": msg.get_attr("IFLA_LINK_NETNSID"),
-            "addr_gen_mode": inet6.get_attr("IFLA_INET6_ADDR_GEN_MODE") if inet6 else None,
-            "addresses": [],
-        }
+        dev = _decode(msg)
         devices[dev["ifname"]] = dev
         by_index[dev["index"]] = dev
     for msg in ipr.get_addr():
@@ -81,6 +75,26 @@ def read_namespace(ipr):
         if dev is not None:
             dev["addresses"].append(f"{msg.get_attr('IFA_ADDRESS')}/{msg['prefixlen']}")
     return devices
+
+
+def _decode(msg):
+    info = msg.get_attr("IFLA_LINKINFO")
+    kind = info.get_attr("IFLA_INFO_KIND") if info else None
+    af_spec = msg.get_attr("IFLA_AF_SPEC")
+    inet6 = af_spec.get_attr("AF_INET6") if af_spec else None
+    dev = {
+        "ifname": msg.get_attr("IFLA_IFNAME"),
+        "index": msg["index"],
+        "kind": kind,
+        "up": bool(msg["flags"] & IFF_UP),
+        "mtu": msg.get_attr("IFLA_MTU"),
+        "mac": msg.get_attr("IFLA_ADDRESS"),
+        "peer_index": msg.get_attr("IFLA_LINK"),
+        "link_netnsid": msg.get_attr("IFLA_LINK_NETNSID"),
+        "addr_gen_mode": inet6.get_attr("IFLA_INET6_ADDR_GEN_MODE") if inet6 else None,
+        "addresses": [],
+    }
+    return dev
 
 
 def managed_addresses(addresses):

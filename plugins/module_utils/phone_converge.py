@@ -209,7 +209,7 @@ class HostConverger:
 
         name = phone["name"]
         actions = []
-        ends_before, ends_after, host_indexes = [], [], []
+        ends_before, ends_after, host_indexes, peer_indexes = [], [], [], []
         for end_index, end in enumerate(phone["ends"]):
             # Never take over a device we did not make: records written before this run say what is ours.
             if end["host_ifname"] in host_devices and end["host_ifname"] not in self.owned:
@@ -253,9 +253,12 @@ class HostConverger:
             ends_after.append(dict(netns=netns, host_ifname=end["host_ifname"], cont_ifname=end["cont_ifname"],
                                    **pair["after"]))
             host_indexes.append(pair["host_index"])
+            peer_indexes.append(pair.get("peer_index"))
 
-        wire_ends = [{"host_ifname": e["host_ifname"], "cont_netns": e["netns"], "cont_ifname": e["cont_ifname"]}
-                     for e in phone["ends"]]
+        # The ifindexes were read while converging the pairs: the wire need not look them up.
+        wire_ends = [{"host_ifname": e["host_ifname"], "cont_netns": e["netns"], "cont_ifname": e["cont_ifname"],
+                      "host_ifindex": h, "cont_ifindex": c, "kind": backend}
+                     for e, h, c in zip(phone["ends"], host_indexes, peer_indexes)]
         if self.check_mode and None in host_indexes:
             # The pairs do not exist yet, so the wire cannot be inspected: it will be attached.
             wire_res = {"changed": True, "actions": [f"attach the {backend} wire"],
@@ -296,7 +299,8 @@ class HostConverger:
         return {"changed": res["changed"] or bool(replaced), "actions": replaced + res["actions"],
                 "before": dict(res["before"], kind="netkit" if res["before"].get("state") == "present" else None),
                 "after": dict(res["after"], kind="netkit"),
-                "host_index": res["netkit"].get("host_ifindex"), "warnings": res.get("warnings", [])}
+                "host_index": res["netkit"].get("host_ifindex"), "peer_index": res["netkit"].get("peer_ifindex"),
+                "warnings": res.get("warnings", [])}
 
     def _absent(self, ipr, host_devices, live_netns, name, ends):
         from ansible_collections.yogurt.phone.plugins.module_utils import wire

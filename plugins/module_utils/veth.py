@@ -18,6 +18,7 @@ from ansible_collections.yogurt.phone.plugins.module_utils.links import (
     delete_link,
     disable_ipv6_autoconf,
     open_ipr,
+    read_device,
     read_namespace,
     set_addresses,
     set_link,
@@ -70,9 +71,8 @@ def converge_pair(spec, check_mode, host_devices, ipr, kind="veth", create=None,
             if check_mode:
                 return _result(actions, before, after, None, warnings)
             (create or _create_veth)(ipr, spec)
-            host = read_namespace_one(ipr, host_ifname)
-            peer_devices = read_namespace(peer_ipr)
-            peer = peer_devices[peer_ifname]
+            host = read_device(ipr, host_ifname)
+            peer = read_device(peer_ipr, peer_ifname)
 
         # Host side: no IPv6 link-local ever, no address, up.
         if host.get("addr_gen_mode") != ADDR_GEN_MODE_NONE:
@@ -106,7 +106,7 @@ def converge_pair(spec, check_mode, host_devices, ipr, kind="veth", create=None,
             actions.append(f"brought {netns}/{peer_ifname} up")
             if not check_mode:
                 set_link(peer_ipr, peer["index"], f"bringing {peer_ifname} up", state="up")
-        return _result(actions, before, after, host["index"], warnings)
+        return _result(actions, before, after, host["index"], warnings, peer["index"])
     finally:
         if peer_ipr is not None:
             peer_ipr.close()
@@ -121,10 +121,6 @@ def remove_pair(ipr, host_devices, host_ifname, check_mode):
     return [f"removed {host_ifname} and its peer"]
 
 
-def read_namespace_one(ipr, ifname):
-    return read_namespace(ipr)[ifname]
-
-
 def _create_veth(ipr, spec):
     create_veth(ipr, spec["host_ifname"], spec["peer_ifname"], spec["peer_netns"], spec.get("mtu"))
 
@@ -134,6 +130,6 @@ def _netns_live(name):
     return netns_exists(name)
 
 
-def _result(actions, before, after, host_index, warnings):
+def _result(actions, before, after, host_index, warnings, peer_index=None):
     return {"changed": bool(actions), "actions": actions, "before": before, "after": after,
-            "host_index": host_index, "warnings": warnings}
+            "host_index": host_index, "peer_index": peer_index, "warnings": warnings}

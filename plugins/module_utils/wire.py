@@ -130,6 +130,10 @@ def _resolve(phone, backend, ends):
     """Ifindexes of both sides of both ends, and the backend the host devices imply."""
     found = []
     for i, end in enumerate(ends):
+        if end.get("host_ifindex") and end.get("cont_ifindex") and end.get("kind"):
+            # The caller has just converged the pair and read these: no lookup needed.
+            found.append({"host": end["host_ifindex"], "cont": end["cont_ifindex"], "kind": end["kind"]})
+            continue
         host, kind = _link_of(end["host_ifname"], "the host namespace")
         if host is None:
             raise WireError(f"phone {phone}: ends[{i}].host_ifname {end['host_ifname']} does not exist in "

@@ -137,13 +137,17 @@ def veth_object(tmp_path_factory):
     return build_veth_object(tmp_path_factory.mktemp("bpf"))
 
 
-@pytest.fixture
-def box(sandbox):
-    """The sandbox, plus removal of the records our phones left in /run/yogurt/phones."""
-    yield sandbox
-    for record in RECORDS.glob(f"{sandbox.prefix}*"):
+def forget_records(prefix):
+    """Remove the records our phones left in /run/yogurt/phones (the sandbox fixture does not)."""
+    for record in RECORDS.glob(f"{prefix}*"):
         with contextlib.suppress(OSError):
             record.unlink()
+
+
+@pytest.fixture
+def box(sandbox):
+    yield sandbox
+    forget_records(sandbox.prefix)
 
 
 def veth_phone(prefix, index, **extra):
