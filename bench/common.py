@@ -186,9 +186,32 @@ def kernel_mem_kb(info=None):
     return sum(info.get(k, 0) for k in KERNEL_MEM_KEYS)
 
 
-def settle_memory(seconds=2.0):
-    """Give namespace teardown (a workqueue) and RCU a moment before a memory reading."""
+def netns_objects():
+    """Live network namespaces in the kernel (net_namespace slab objects), or None."""
+    try:
+        with open("/proc/slabinfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("net_namespace "):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def settle_memory(seconds=2.0, limit=30.0):
+    """Wait for deleted namespaces to be freed (the kernel does it later, in a workqueue that
+    takes the rtnl lock and would slow the next step down), then give RCU a moment.
+    Returns the seconds waited."""
+    start = time.monotonic()
+    last = netns_objects()
+    while last is not None and time.monotonic() - start < limit:
+        time.sleep(0.5)
+        now = netns_objects()
+        if now >= last:
+            break
+        last = now
     time.sleep(seconds)
+    return time.monotonic() - start
 
 
 # ---------------------------------------------------------------- BPF

@@ -33,7 +33,7 @@ TARGETS = {"converge_50_s": 5.0, "noop_50_s": 1.0, "kb_per_phone": 1024.0}
 
 
 def _settled_mem():
-    common.settle_memory(2.0)
+    common.settle_memory(1.0)
     return common.kernel_mem_kb(), common.meminfo()
 
 
@@ -90,6 +90,7 @@ def one_count(count, workdir, objects, log):
     row["shell_teardown_s"] = _shell(sandbox, "teardown", sh_prefix, count)
 
     # through ansible (the total: controller, module transfer, the module itself)
+    common.settle_memory(0.5)
     row["ansible_converge_s"], _changed = common.phones_ansible(sandbox, args)
     row["ansible_noop_s"], row["ansible_noop_changed"] = common.phones_ansible(sandbox, args)
     row["ansible_teardown_s"], _changed = common.phones_ansible(sandbox, {"phones": [], "exclusive": True})

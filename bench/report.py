@@ -221,10 +221,10 @@ def markdown(data):
             lines += ["", f"Profile of the {pv['profile']['count']}-phone converge and no-op re-run (cProfile, "
                       "cumulative seconds, the collection's own functions):", ""]
             for step, top in pv["profile"]["top"].items():
-                lines.append(f"- {step}, cumulative: " + "; ".join(f"`{f}` {sec:.2f} s ({c} calls)"
-                                                                  for f, sec, c in top["cumulative"][:8]))
-                lines.append(f"- {step}, own time: " + "; ".join(f"`{f}` {sec:.2f} s ({c} calls)"
-                                                                for f, sec, c in top["own"][:8]))
+                cumulative = "; ".join(f"`{f}` {sec:.2f} s ({c} calls)" for f, sec, c in top["cumulative"][:8])
+                own = "; ".join(f"`{f}` {sec:.2f} s ({c} calls)" for f, sec, c in top["own"][:8])
+                lines.append(f"- {step}, cumulative: {cumulative}")
+                lines.append(f"- {step}, own time: {own}")
         lines.append("")
     lines += ["**Targets**:", "", "| target | measured | result |", "| --- | --- | --- |"]
     for name, measured, ok in targets(data):

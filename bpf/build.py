@@ -1,8 +1,7 @@
-#!/usr/bin/env python3
 # Copyright: Contributors to the yogurt.phone collection
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Compile one wire program by hand: bpf/build.py SOURCE.bpf.c OUTDIR [extra clang flags]
+"""Compile one wire program by hand: python3 bpf/build.py SOURCE.bpf.c OUTDIR [extra clang flags]
 
 Prints the object's path, OUTDIR/<stem>-<hash>.o. The same code as the bpf_compile module
 (plugins/module_utils/bpf_build.py): an unchanged input is not compiled again.

@@ -136,7 +136,7 @@ if HAS_PYROUTE2:
         )
 
         @staticmethod
-        def peer_info(self, *argv, **kwarg):
+        def peer_info(nla, *argv, **kwarg):  # pylint: disable=unused-argument
             return NetkitPeerInfo
 
 _registered = False
@@ -695,12 +695,12 @@ def _apply_in_place(pair, want, steps):
         for description, kind, arg in steps:
             if kind in host_ops:
                 _step(host, description, host_ops[kind], ipr, arg)
-    if any(kind in peer_ops for _, kind, _ in steps):
+    if any(kind in peer_ops for _desc, kind, _arg in steps):
         with _rtnl_in(want["peer_netns"]) as ipr:
             for description, kind, arg in steps:
                 if kind in peer_ops:
                     _step(host, description, peer_ops[kind], ipr, arg)
-    for description, kind, _ in steps:
+    for description, kind, _arg in steps:
         if kind == "up":
             with _rtnl() as ipr:
                 _step(host, description, ipr.link, "set", index=host_index, state=updown)
@@ -792,7 +792,7 @@ def _converge(want, check_mode, recreate):
             current = comparable(pair, keep_ll)
 
     steps = _plan_in_place(current, want)
-    actions.extend(desc for desc, _, _ in steps)
+    actions.extend(desc for desc, _kind, _arg in steps)
     predicted = _predict_in_place(current, want)
 
     if check_mode:

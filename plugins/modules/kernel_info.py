@@ -15,7 +15,7 @@ description:
     can load BPF programs, attach them with tcx, create netkit devices (and with which
     attributes), and whether bpffs is mounted. Every probe works on throwaway objects in a
     scratch network namespace that is removed afterwards.
-  - Says which backend C(backend: auto) of the M(yogurt.phone.phones) module would choose, and why.
+  - Says which backend C(backend=auto) of the M(yogurt.phone.phones) module would choose, and why.
 author:
   - yogurt.phone developers (@yogurt-phone)
 options: {}
@@ -50,7 +50,7 @@ kernel:
   type: dict
   sample: {"kernel": "6.18.4", "netkit": false, "tcx": true, "bpffs": true, "libbpf": "1.4"}
 auto_backend:
-  description: The backend that C(backend: auto) picks on this host.
+  description: The backend that C(backend=auto) picks on this host.
   returned: always
   type: str
   sample: veth

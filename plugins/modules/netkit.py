@@ -25,7 +25,7 @@ description:
     (removed again), so a kernel without netkit, or without scrub or headroom support,
     fails with a message that names the kernel and what is needed.
 author:
-  - yogurt.phone developers
+  - yogurt.phone developers (@yogurt-phone)
 requirements:
   - pyroute2 >= 0.9 on the target
   - Linux >= 6.7 with C(CONFIG_NETKIT=y) on the target

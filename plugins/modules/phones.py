@@ -17,7 +17,7 @@ description:
   - Takes the whole O(phones) list of a host (the C(yogurt_phones) inventory variable),
     checks all of it before changing anything, reads the host's devices once, and
     converges each phone.
-  - C(backend: auto) picks netkit when the kernel can create netkit devices and
+  - C(backend=auto) picks netkit when the kernel can create netkit devices and
     veth with tcx otherwise; each phone's result says which backend it got and why.
   - Whatever a killed or half-finished run left behind is healed by the next run. A host
     lock serializes concurrent runs.

@@ -12,6 +12,7 @@ ever sent between those namespaces.
 import json
 import pathlib
 import subprocess
+import sys
 import time
 
 import pytest
@@ -82,7 +83,7 @@ print(sent)
 
 
 def _build(src, outdir):
-    proc = subprocess.run([str(BPF_DIR / "build.py"), str(src), str(outdir)],
+    proc = subprocess.run([sys.executable, str(BPF_DIR / "build.py"), str(src), str(outdir)],
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.strip()

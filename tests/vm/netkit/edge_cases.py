@@ -38,7 +38,7 @@ def case(name, spec, check_mode=False, recreate=False, remove=False):
 
 
 def ip(args):
-    return subprocess.run(["ip"] + args.split(), capture_output=True, text=True).stdout
+    return subprocess.run(["ip"] + args.split(), capture_output=True, text=True, check=False).stdout
 
 
 same = {"host_ifname": "e1-host", "peer_ifname": "e1-peer", "up": False, "peer_addresses": ["10.1.0.1/24"]}

@@ -13,6 +13,7 @@ import os
 import pathlib
 import struct
 import subprocess
+import sys
 
 import pytest
 
@@ -27,14 +28,15 @@ def objects(tmp_path_factory):
     out = tmp_path_factory.mktemp("bpf")
     paths = {}
     for backend in ("veth", "netkit"):
-        proc = subprocess.run([str(ROOT / "bpf" / "build.py"), str(ROOT / "bpf" / f"wire_{backend}.bpf.c"), str(out)],
+        proc = subprocess.run([sys.executable, str(ROOT / "bpf" / "build.py"),
+                               str(ROOT / "bpf" / f"wire_{backend}.bpf.c"), str(out)],
                               capture_output=True, text=True, check=True)
         paths[backend] = proc.stdout.strip()
     return paths
 
 
 def test_build_skips_unchanged_source(objects, tmp_path):
-    again = subprocess.run([str(ROOT / "bpf" / "build.py"), str(ROOT / "bpf" / "wire_veth.bpf.c"),
+    again = subprocess.run([sys.executable, str(ROOT / "bpf" / "build.py"), str(ROOT / "bpf" / "wire_veth.bpf.c"),
                             os.path.dirname(objects["veth"])], capture_output=True, text=True, check=True)
     assert again.stdout.strip() == objects["veth"]
 

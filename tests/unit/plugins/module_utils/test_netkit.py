@@ -69,7 +69,7 @@ def test_create_request_raw_attributes():
     message = compile_link("add", nk.create_request(
         want(mode="l2", policy="forward", scrub="none", headroom=64, tailroom=32, mtu=1400), peer_netns_fd=7))
     data = raw_info_data(message)
-    kinds = [kind for kind, _ in data]
+    kinds = [kind for kind, _value in data]
     assert kinds == [1, 5, 3, 4, 6, 7, 8, 9]
     values = dict(data)
     assert values[5] == struct.pack("I", 0)       # MODE l2, u32
@@ -101,7 +101,7 @@ def test_create_request_decodes_with_the_registered_kind():
 def test_create_request_leaves_out_what_the_kernel_does_not_know():
     message = compile_link("add", nk.create_request(
         want(), features={"scrub": False, "headroom": False, "tailroom": False}))
-    assert [kind for kind, _ in raw_info_data(message)] == [1, 5, 3, 4]
+    assert [kind for kind, _value in raw_info_data(message)] == [1, 5, 3, 4]
 
 
 def test_policy_request_names_the_kind_and_only_the_policies():

@@ -86,7 +86,7 @@ def test_module_reports_the_line(probe, scratch):
     argv = ["nsenter", f"--net=/run/netns/{scratch}", "--", str(ROOT / ".venv" / "bin" / "ansible"), "localhost",
             "-m", "yogurt.phone.netkit", "-a", json.dumps({"host_ifname": "yg1-host", "peer_ifname": "yg1-cont"})]
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
-    proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode != 0
     assert f'"msg": "{EXPECTED}"' in proc.stdout, proc.stdout + proc.stderr
     assert _links(scratch) == ["lo"]
