@@ -42,14 +42,32 @@ class PhoneError(Exception):
 
 @contextlib.contextmanager
 def host_lock():
-    """One converge at a time per host: a second run waits for the first, then finds it done."""
-    os.makedirs(RUN_DIR, mode=0o755, exist_ok=True)
-    with open(LOCK_PATH, "w", encoding="utf-8") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    """One converge at a time per host: a second run waits for the first, then finds it done.
+
+    Teardown removes the lock file with the run dir (tidy_run_dir) while holding it, so a
+    run that waited on the old file must not trust it: after flock, the path has to name
+    the very file that is locked, else the lock is taken again on the new file.
+    """
+    while True:
+        os.makedirs(RUN_DIR, mode=0o755, exist_ok=True)
+        handle = open(LOCK_PATH, "a", encoding="utf-8")  # pylint: disable=consider-using-with
         try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                current = os.stat(LOCK_PATH).st_ino
+            except FileNotFoundError:
+                current = None
+            if current == os.fstat(handle.fileno()).st_ino:
+                break
+        except BaseException:
+            handle.close()
+            raise
+        handle.close()  # the file we locked was removed meanwhile: lock the new one
+    try:
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
 
 
 def read_records():

@@ -47,7 +47,8 @@ BUILD_SCRIPT = HERE / "build_image.sh"
 CACHE = pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache")) / "yogurt-phone"
 RUN_ROOT = pathlib.Path(os.environ.get("YOGURT_VM_RUN", CACHE / "run"))
 DEFAULT_NAME = "yogurt-vm"
-BOOT_TIMEOUT = 300
+# Under TCG on a busy 2-core host a boot took up to ~200 s (37 s when idle).
+BOOT_TIMEOUT = float(os.environ.get("YOGURT_VM_BOOT_TIMEOUT", 600))
 SSH_OPTIONS = (
     "-o", "StrictHostKeyChecking=no",
     "-o", "UserKnownHostsFile=/dev/null",
@@ -343,11 +344,13 @@ def up(name: str = DEFAULT_NAME, *, detach: bool = False, image_dir: pathlib.Pat
         # The lock makes "is the name free, which port is free, start qemu" one step per caller.
         fcntl.flock(lock, fcntl.LOCK_EX)
         if run_dir.exists():
-            with contextlib.suppress(VMError):
+            try:
                 old = VM.load(name)
-                if old.alive():
-                    raise VMError(f"a VM named {name!r} is already up (pid {old.pid}, port {old.port}); "
-                                  f"use it, pick another name, or stop it with: vm.py down --name {name}")
+            except VMError:
+                old = None  # a run dir without state: a boot that died early
+            if old is not None and old.alive():
+                raise VMError(f"a VM named {name!r} is already up (pid {old.pid}, port {old.port}); "
+                              f"use it, pick another name, or stop it with: vm.py down --name {name}")
             shutil.rmtree(run_dir)  # stale: its qemu is gone
         run_dir.mkdir(parents=True)
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(image_dir / "rootfs.img"), "-F", "raw",

@@ -114,7 +114,7 @@ class Listener:
         self.port = self.sock.getsockname()[1]
         self.sock.setblocking(False)
 
-    def drain(self, wait=0.5):
+    def drain(self, wait=0.3):
         time.sleep(wait)
         got = 0
         while True:
@@ -243,16 +243,20 @@ def host_routes(ifname):
 
 
 def netkit_attachments():
-    """(ifname, attach type, prog name) of every netkit program `bpftool net show` lists."""
+    """[ifname, attach point, prog name] of every netkit program `bpftool net show` lists."""
     proc = sh("bpftool", "-j", "net", "show")
     found = []
     for section in json.loads(proc.stdout or "[]"):
-        for hook, items in section.items():
-            if "netkit" not in hook:
-                continue
+        for items in section.values():
             for item in items:
-                found.append([item.get("devname"), item.get("kind"), item.get("name")])
+                where = item.get("kind") or item.get("attach_type") or ""
+                if "netkit" in str(where):
+                    found.append([item.get("devname"), where, item.get("name")])
     return found
+
+
+def raw_net_show():
+    return json.loads(sh("bpftool", "-j", "net", "show").stdout or "[]")
 
 
 def link_facts(ifname):
@@ -333,7 +337,7 @@ def step_isolation(phones, _arg):
         out["route_get_with_route"] = sh("ip", "-j", "route", "get", dst).stdout.strip()
         attempt("route_ping", lambda: ping(None, dst, 10, wait="1"), "sent")
         attempt("route_udp", lambda: udp_send(None, dst, listen_a.port, 20), "attempted")
-        attempt("route_tcp", lambda: {"tcp": tcp_connect(None, dst, tcp_port, timeout=3.0)})
+        attempt("route_tcp", lambda: {"tcp": tcp_connect(None, dst, tcp_port, timeout=2.0)})
         sh("ip", "route", "del", f"{dst}/32", "dev", a1["host_ifname"], check=True)
 
         # (b) an address on the host-side device: a connected route to the yogurts' subnet
@@ -341,7 +345,7 @@ def step_isolation(phones, _arg):
         out["route_get_with_address"] = sh("ip", "-j", "route", "get", dst).stdout.strip()
         attempt("address_ping", lambda: ping(None, dst, 10, wait="1"), "sent")
         attempt("address_udp", lambda: udp_send(None, dst, listen_a.port, 20), "attempted")
-        attempt("address_tcp", lambda: {"tcp": tcp_connect(None, dst, tcp_port, timeout=3.0)})
+        attempt("address_tcp", lambda: {"tcp": tcp_connect(None, dst, tcp_port, timeout=2.0)})
 
         # (c) raw frames on AF_PACKET sockets bound to the host-side device
         packet = ip_udp(addr(a0), dst, listen_a.port)
@@ -361,7 +365,7 @@ def step_isolation(phones, _arg):
         out["attempts"] = attempts
 
         # Leave a route through end 0's host side for the converge to find (and the address above).
-        sh("ip", "route", "add", "10.42.0.0/24", "dev", a0["host_ifname"], "table", "100", check=True)
+        sh("ip", "route", "add", f"{addr(a0)}/32", "dev", a0["host_ifname"], check=True)
         out["left_for_converge"] = {"address": {a1["host_ifname"]: host_addresses(a1["host_ifname"])},
                                     "route": {a0["host_ifname"]: host_routes(a0["host_ifname"])}}
     finally:
@@ -378,7 +382,7 @@ def step_isolation(phones, _arg):
         out["to_host"] = {
             "udp": udp_send(a0["netns"], HOST_ADDR, host_listener.port, 20),
             "ping": ping(a0["netns"], HOST_ADDR, 5, wait="1"),
-            "tcp": tcp_connect(a0["netns"], HOST_ADDR, host_tcp.getsockname()[1], timeout=3.0),
+            "tcp": tcp_connect(a0["netns"], HOST_ADDR, host_tcp.getsockname()[1], timeout=2.0),
         }
         out["to_host"].update(received_udp=host_listener.drain(), received_tcp=accepted(host_tcp),
                               delta=delta(before, counters(phone_a)))
@@ -391,23 +395,32 @@ def step_isolation(phones, _arg):
 
 def _link_id(path):
     proc = sh("bpftool", "-j", "link", "show", "pinned", path)
-    return json.loads(proc.stdout)["id"] if proc.returncode == 0 else None
+    if proc.returncode:
+        return None
+    shown = json.loads(proc.stdout)
+    return (shown[0] if isinstance(shown, list) else shown).get("id")
 
 
 def step_detach(phones, _arg):
     """Take A's wire off by hand: end 0's links detached (pins stay, defunct), end 1's unpinned."""
     phone_a = phones[0]
     pdir = f"/sys/fs/bpf/yogurt/{phone_a['name']}"
-    out = {"pins_before": sorted(os.listdir(pdir)), "detached": {}, "unpinned": []}
+    out = {"pins_before": sorted(os.listdir(pdir)), "detached": {}, "unpinned": [], "net_show_before": raw_net_show(),
+           "link_show_end0": sh("bpftool", "-j", "link", "show", "pinned", f"{pdir}/link_end0_primary").stdout}
     for hook in ("primary", "peer"):
         path = f"{pdir}/link_end0_{hook}"
         out["detached"][f"link_end0_{hook}"] = _link_id(path)
         sh("bpftool", "link", "detach", "pinned", path, check=True)
         os.unlink(f"{pdir}/link_end1_{hook}")
         out["unpinned"].append(f"link_end1_{hook}")
-    time.sleep(0.2)  # the last reference of an unpinned link goes away with an RCU grace period
+    # An unpinned link is released from a work queue: give it a moment.
     names = {e["host_ifname"] for e in phone_a["ends"]}
-    out["attachments_left"] = [a for a in netkit_attachments() if a[0] in names]
+    deadline = time.monotonic() + 3
+    while True:
+        out["attachments_left"] = [a for a in netkit_attachments() if a[0] in names]
+        if not out["attachments_left"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     out["devices"] = {e["host_ifname"]: link_facts(e["host_ifname"]) for e in phone_a["ends"]}
     end0, end1 = phone_a["ends"]
     before = counters(phone_a)
