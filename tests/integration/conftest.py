@@ -145,3 +145,5 @@ def sandbox(prefix):
         subprocess.run(["ip", "netns", "del", name], check=False)
         for entry in pathlib.Path(BPFFS_ROOT).glob(f"{prefix}*"):
             subprocess.run(["rm", "-rf", str(entry)], check=False)
+        for record in pathlib.Path("/run/yogurt/phones").glob(f"{prefix}*.json"):
+            record.unlink()

@@ -231,8 +231,8 @@ def test_two_converges_at_once_make_one_phone(box, veth_object, request):
 
 # ---------------------------------------------------------------- the host lock and teardown
 
-def _lock_holders(*inodes):
-    """{'held': [pid], 'waiting': [pid]} for FLOCKs on any of `inodes`, from /proc/locks."""
+def _lock_holders(inode):
+    """{'held': [pid], 'waiting': [pid]} for FLOCKs on `inode`, from /proc/locks."""
     found = {"held": [], "waiting": []}
     with open("/proc/locks", encoding="utf-8") as handle:
         for line in handle:
@@ -240,17 +240,10 @@ def _lock_holders(*inodes):
             waiting = fields[1] == "->"
             if waiting:
                 fields = fields[:1] + fields[2:]
-            if fields[1] != "FLOCK" or int(fields[5].rsplit(":", 1)[1]) not in inodes:
+            if fields[1] != "FLOCK" or int(fields[5].rsplit(":", 1)[1]) != inode:
                 continue
             found["waiting" if waiting else "held"].append(int(fields[4]))
     return found
-
-
-def _inode(path):
-    try:
-        return os.stat(path).st_ino
-    except FileNotFoundError:
-        return None
 
 
 def _wait(predicate, what, timeout=30):
@@ -294,7 +287,7 @@ def _start_in(mnt_pid, sandbox, phones, obj, exclusive=False):
 
 
 class HostLockViolated(AssertionError):
-    """Two converges were inside the host lock at once (the only failure the xfail below expects)."""
+    """Two converges were inside the host lock at once."""
 
 
 def test_teardown_keeps_the_host_lock_for_a_waiting_converge(box, veth_object, request):
@@ -306,6 +299,7 @@ def test_teardown_keeps_the_host_lock_for_a_waiting_converge(box, veth_object, r
         inode = os.stat(lock).st_ino
         teardown = _start_in(mnt, box, [], veth_object, exclusive=True)  # removes p0, then tidies /run/yogurt
         waiting = late = None
+        results = []
         try:
             _wait(lambda: teardown.pid in _lock_holders(inode)["held"], "the teardown to take the lock")
             teardown.send_signal(signal.SIGSTOP)
@@ -313,10 +307,11 @@ def test_teardown_keeps_the_host_lock_for_a_waiting_converge(box, veth_object, r
             _wait(lambda: waiting.pid in _lock_holders(inode)["waiting"], "a converge to wait for the lock")
             teardown.send_signal(signal.SIGCONT)
             assert finish(teardown)["rc"] == 0
-            unlinked = not os.path.exists(lock)
-            # Whichever lock file it ends up holding (a fixed converge may re-open a replaced one).
-            _wait(lambda: waiting.pid in _lock_holders(inode, _inode(lock))["held"],
-                  "the waiting converge to get the lock")
+            replaced = not os.path.exists(lock) or os.stat(lock).st_ino != inode
+            # Its record appears only inside the lock (it is written before anything is made):
+            # then, and not at the flock() itself, it is surely converging.
+            record = f"/proc/{mnt}/root/run/yogurt/phones/{p1['name']}.json"
+            _wait(lambda: os.path.exists(record), "the waiting converge to get the lock and start")
             waiting.send_signal(signal.SIGSTOP)  # it holds the host lock: nobody else may converge now
             late = _start_in(mnt, box, [p1], veth_object)
             try:
@@ -324,7 +319,7 @@ def test_teardown_keeps_the_host_lock_for_a_waiting_converge(box, veth_object, r
             except subprocess.TimeoutExpired:
                 pass
             outcome = f"ran to the end, rc {late.returncode}" if late.poll() is not None else "waited"
-            report(request, f"teardown unlinked the lock file: {unlinked}; a converge started while another "
+            report(request, f"teardown replaced the lock file: {replaced}; a converge started while another "
                             f"held the lock {outcome}")
             if late.poll() is not None:
                 raise HostLockViolated(f"a converge ran to the end ({outcome}) while another one held the host lock")
@@ -335,7 +330,18 @@ def test_teardown_keeps_the_host_lock_for_a_waiting_converge(box, veth_object, r
                         proc.send_signal(signal.SIGCONT)
             for proc in (waiting, late):
                 if proc is not None:
-                    finish(proc)
+                    results.append(finish(proc))
+        # Both converges of p1 went through, one after the other, and left one whole phone
+        # (its pins live in the private bpffs, seen through the holder's root).
+        assert [r["rc"] for r in results] == [0, 0], results
+        assert sorted(r["changed"] for r in results) == [False, True], results
+        assert sorted(os.listdir(f"/proc/{mnt}/root{PINS}/{p1['name']}")) == EXPECTED_PINS
+        assert sorted(d["ifname"] for d in json.loads(box.ip("-j", "link", "show").stdout)) == \
+            sorted(["lo"] + [e["host_ifname"] for e in p1["ends"]])
+        for ns, host, cont, _ip in ends_of(p1):
+            assert tcx_programs(box.name, host) == [("tcx/egress", "wire_out"), ("tcx/ingress", "wire_in")]
+            assert tcx_programs(ns, cont) == [("tcx/ingress", "guard_in")]
+        assert_call(box, [p1])
 
 
 # ---------------------------------------------------------------- detached by hand

@@ -255,10 +255,6 @@ def netkit_attachments():
     return found
 
 
-def raw_net_show():
-    return json.loads(sh("bpftool", "-j", "net", "show").stdout or "[]")
-
-
 def link_facts(ifname):
     proc = sh("ip", "-d", "-j", "link", "show", "dev", ifname)
     if proc.returncode:
@@ -395,9 +391,10 @@ def step_isolation(phones, _arg):
 
 def _link_id(path):
     proc = sh("bpftool", "-j", "link", "show", "pinned", path)
-    if proc.returncode:
-        return None
-    shown = json.loads(proc.stdout)
+    try:
+        shown = json.loads(proc.stdout)
+    except ValueError:
+        return {"rc": proc.returncode, "stdout": proc.stdout[-200:], "stderr": proc.stderr[-200:]}
     return (shown[0] if isinstance(shown, list) else shown).get("id")
 
 
@@ -405,8 +402,7 @@ def step_detach(phones, _arg):
     """Take A's wire off by hand: end 0's links detached (pins stay, defunct), end 1's unpinned."""
     phone_a = phones[0]
     pdir = f"/sys/fs/bpf/yogurt/{phone_a['name']}"
-    out = {"pins_before": sorted(os.listdir(pdir)), "detached": {}, "unpinned": [], "net_show_before": raw_net_show(),
-           "link_show_end0": sh("bpftool", "-j", "link", "show", "pinned", f"{pdir}/link_end0_primary").stdout}
+    out = {"pins_before": sorted(os.listdir(pdir)), "detached": {}, "unpinned": []}
     for hook in ("primary", "peer"):
         path = f"{pdir}/link_end0_{hook}"
         out["detached"][f"link_end0_{hook}"] = _link_id(path)
