@@ -12,8 +12,9 @@ Scenarios, each in namespaces of its own (nothing is sent anywhere else):
   phone   a phone built by the phones module, its host sides in a sandbox namespace
 
 Metrics per scenario and round: iperf3 throughput with 1 and 2 streams, TCP_RR and
-TCP_CRR transactions/s (bench/rr.c). Rounds run the scenarios in rotated order; every
-ratio is taken within one round, against the baseline measured in that same round.
+TCP_CRR transactions/s (bench/rr.c). A round runs each metric across all scenarios (in an
+order rotated per round) before the next metric; every ratio is taken within one round,
+against the baseline measured in that same round, seconds apart.
 
 Hard checks (not noise-dependent), once per scenario:
   backlog  netif_rx calls (perf tracepoint net:netif_rx, filtered to the scenario's
@@ -157,13 +158,18 @@ def rr(sc, rr_bin, mode, seconds, max_tx=0):
 
 
 def measure_round(scen, order, rr_bin, cfg):
+    """One metric at a time across all scenarios, so that the values a ratio divides were
+    measured seconds apart, not minutes (the load on a shared machine drifts)."""
+    tests = {
+        "tput_1": lambda sc: iperf(sc, 1, cfg["iperf_t"], cfg["omit"]),
+        "tput_2": lambda sc: iperf(sc, 2, cfg["iperf_t"], cfg["omit"]),
+        "tcp_rr": lambda sc: rr(sc, rr_bin, "rr", cfg["rr_t"])[2],
+        "tcp_crr": lambda sc: rr(sc, rr_bin, "crr", cfg["rr_t"])[2],
+    }
     values = {}
-    for name in order:
-        sc = scen[name]
-        values[(name, "tput_1")] = iperf(sc, 1, cfg["iperf_t"], cfg["omit"])
-        values[(name, "tput_2")] = iperf(sc, 2, cfg["iperf_t"], cfg["omit"])
-        values[(name, "tcp_rr")] = rr(sc, rr_bin, "rr", cfg["rr_t"])[2]
-        values[(name, "tcp_crr")] = rr(sc, rr_bin, "crr", cfg["rr_t"])[2]
+    for metric, _unit in METRICS:
+        for name in order:
+            values[(name, metric)] = tests[metric](scen[name])
     return values
 
 

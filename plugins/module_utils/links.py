@@ -152,6 +152,28 @@ def disable_ipv6(ifname):
         handle.write("1\n")
 
 
+def routes_by_device(ipr):
+    """Every route of every table and family, by output ifindex: {oif: [route dict]} (one dump)."""
+    routes = {}
+    for msg in ipr.route("dump"):
+        oif = msg.get_attr("RTA_OIF")
+        if oif is None:
+            continue
+        dst = msg.get_attr("RTA_DST") or ("0.0.0.0" if msg["family"] == 2 else "::")
+        table = msg.get_attr("RTA_TABLE") or msg["table"]
+        routes.setdefault(oif, []).append({
+            "family": msg["family"], "dst": dst, "dst_len": msg["dst_len"], "table": table, "oif": oif,
+            "type": msg["type"], "scope": msg["scope"], "text": f"{dst}/{msg['dst_len']} (table {table})",
+        })
+    return routes
+
+
+def delete_route(ipr, route):
+    with netlink_errors(f"removing route {route['text']}"):
+        ipr.route("del", family=route["family"], dst=route["dst"], dst_len=route["dst_len"],
+                  oif=route["oif"], table=route["table"], type=route["type"], scope=route["scope"])
+
+
 def set_addresses(ipr, dev, wanted, check_mode, keep_link_local=True):
     """Make `dev` carry exactly `wanted`. Returns (added, removed) lists."""
     current = managed_addresses(dev["addresses"]) if keep_link_local else _canonical(dev["addresses"])

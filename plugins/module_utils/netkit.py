@@ -87,6 +87,9 @@ DEFAULTS = {
     "mtu": None,
     "peer_addresses": [],
     "up": True,
+    # True: report addresses found on the host side but leave them (the phone's
+    # host_addresses: report); the default removes them.
+    "keep_host_addresses": False,
 }
 
 _IFNAME_BAD = re.compile(r"[/:\s]")
@@ -618,7 +621,7 @@ def _plan_in_place(current, want):
     if current["host_addr_gen_mode"] not in ("none", None):  # None: no IPv6 on this host
         steps.append((f"set IPv6 addr_gen_mode none on {want['host_ifname']} (was {current['host_addr_gen_mode']})",
                       "addr_gen_mode", None))
-    for cidr in current["host_addresses"]:
+    for cidr in [] if want["keep_host_addresses"] else current["host_addresses"]:
         steps.append((f"remove host-side address {cidr} from {want['host_ifname']}", "host_addr_del", cidr))
     if want["mtu"] is not None and current["mtu"] != want["mtu"]:
         steps.append((f"set mtu {want['mtu']} on {want['host_ifname']} (was {current['mtu']})", "mtu", None))
@@ -641,7 +644,8 @@ def _plan_in_place(current, want):
 
 def _predict_in_place(current, want):
     after = dict(current)
-    after.update(policy=want["policy"], peer_policy=want["peer_policy"], host_addresses=[],
+    after.update(policy=want["policy"], peer_policy=want["peer_policy"],
+                 host_addresses=list(current["host_addresses"]) if want["keep_host_addresses"] else [],
                  host_addr_gen_mode=None if current["host_addr_gen_mode"] is None else "none",
                  peer_addresses=list(want["peer_addresses"]), up=want["up"], peer_up=want["up"])
     if want["mtu"] is not None:
@@ -753,7 +757,8 @@ def _converge(want, check_mode, recreate):
             f"and recreate the pair (its addresses and attached BPF programs go with it)")
 
     if before["host_addresses"]:
-        verb = "would be removed" if check_mode else "were removed"
+        verb = ("were left as asked (host_addresses: report)" if want["keep_host_addresses"] else
+                "would be removed" if check_mode else "were removed")
         warnings.append(f"netkit pair {host}: the host side carried addresses {', '.join(before['host_addresses'])}; "
                         f"they {verb} (the host side of a pair must have no address)")
 

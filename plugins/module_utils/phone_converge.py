@@ -19,7 +19,14 @@ import json
 import os
 
 from ansible_collections.yogurt.phone.plugins.module_utils.diff import DifferenceTracker
-from ansible_collections.yogurt.phone.plugins.module_utils.links import disable_ipv6, ipv6_disabled, open_ipr, read_namespace
+from ansible_collections.yogurt.phone.plugins.module_utils.links import (
+    delete_route,
+    disable_ipv6,
+    ipv6_disabled,
+    open_ipr,
+    read_namespace,
+    routes_by_device,
+)
 from ansible_collections.yogurt.phone.plugins.module_utils.netns import (
     create_netns,
     delete_netns,
@@ -187,6 +194,7 @@ class HostConverger:
         ipr = open_ipr()
         try:
             host_devices = read_namespace(ipr)
+            self.host_routes = routes_by_device(ipr)
             live_netns = set(list_netns())
             all_records = read_records()
             here = host_netns_id()
@@ -264,6 +272,16 @@ class HostConverger:
                 actions.append(f"turned IPv6 off on {end['host_ifname']}")
                 if not self.check_mode:
                     self._step(where, "turning IPv6 off on the host side", disable_ipv6, end["host_ifname"])
+            # Nor does it carry a route: one added by hand is reported, and removed unless told not to.
+            for route in self.host_routes.get(pair["host_index"], []) if pair["host_index"] else []:
+                text = f"route {route['text']} through host-side device {end['host_ifname']}"
+                if self.host_addresses == "remove":
+                    actions.append(f"removed {text}")
+                    if not self.check_mode:
+                        self._step(where, f"removing {text}", delete_route, ipr, route)
+                else:
+                    self.warnings.append(f"phone '{name}': {text}: the host side of a phone must carry no route "
+                                         "(left as told)")
             for text in pair["warnings"]:
                 self.warnings.append(f"phone '{name}': {text}")
             ends_before.append(dict(netns=netns if ns_before else None, host_ifname=end["host_ifname"],
@@ -313,6 +331,7 @@ class HostConverger:
         res = converge_netkit({
             "host_ifname": host_ifname, "peer_ifname": spec["peer_ifname"], "peer_netns": spec["peer_netns"],
             "mode": spec["mode"], "mtu": spec["mtu"], "peer_addresses": spec["peer_addresses"], "up": True,
+            "keep_host_addresses": spec["host_addresses"] == "report",
         }, self.check_mode, recreate=True)
         return {"changed": res["changed"] or bool(replaced), "actions": replaced + res["actions"],
                 "before": dict(res["before"], kind="netkit" if res["before"].get("state") == "present" else None),

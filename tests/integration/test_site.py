@@ -223,3 +223,18 @@ def test_boot_unit_rebuilds_the_phones_after_a_reboot(sandbox, tmp_path):
     for path in ("/etc/systemd/system/yogurt-phone.service", "/etc/yogurt-phone", "/usr/local/lib/yogurt-phone"):
         assert not os.path.exists(path), path
     assert our_netns(sandbox.prefix) == [] and our_pins(sandbox.prefix) == []
+
+
+def test_host_side_route_is_reported_and_removed(sandbox, tmp_path):
+    phones = [phone(sandbox.prefix, 0)]
+    assert run(sandbox, tmp_path, phones).returncode == 0
+    dev = f"{sandbox.prefix}0ah"
+    sandbox.ip("route", "add", "10.42.0.0/24", "dev", dev)
+    sandbox.ip("route", "add", "10.42.7.0/24", "dev", dev, "table", "100")
+    report = run(sandbox, tmp_path, phones, yogurt_phone_host_addresses="report")
+    assert report.returncode == 0 and "must carry no route" in report.stdout + report.stderr
+    assert dev in sandbox.ip("route", "show", "table", "all").stdout
+    fix = run(sandbox, tmp_path, phones)
+    assert fix.returncode == 0 and recap(fix.stdout)["changed"] == 1, fix.stdout[-3000:]
+    assert dev not in sandbox.ip("route", "show", "table", "all").stdout
+    assert recap(run(sandbox, tmp_path, phones).stdout)["changed"] == 0

@@ -33,6 +33,9 @@ PLAYBOOK = ROOT / "tests" / "vm" / "phone_netkit" / "phone_netkit.yml"
 CALLBACKS = ROOT / "tests" / "integration" / "callback_plugins"
 PREFIX = f"vw{os.getpid() % 10000}"
 PHONE_A, PHONE_B = f"{PREFIX}a", f"{PREFIX}b"
+PROBE_1 = "Ping through both phones; try to reach a yogurt from the host, B from A, the host from a yogurt"
+CHECK_REPAIRED = "Check the repaired phones, then start a continuous ping in phone A"
+FINISH_PING = "Collect the ping, then delete phone A's end-1 host side by hand"
 PING_COUNT = 600  # at 0.05 s: 30 s of ping, longer than the swap task takes even under load
 
 
@@ -47,9 +50,9 @@ class PlaybookRun:
         assert task in self.results, f"task {task!r} did not report; output:\n" + "".join(self.output[-60:])
         return self.results[task]
 
-    def probe(self, task):
-        """What probe.py printed (its last stdout line) for this task."""
-        return json.loads(self[task]["stdout"].strip().splitlines()[-1])
+    def probe(self, task, step):
+        """What probe.py printed (its last stdout line) for one step of this task."""
+        return json.loads(self[task]["stdout"].strip().splitlines()[-1])[step]
 
     def phone(self, task, name):
         return next(p for p in self[task]["phones"] if p["name"] == name)
@@ -97,9 +100,9 @@ def run(netkit_vm_inventory):
 def with_numbers(run):
     """Print the numbers the report quotes (they also land in the captured output of a failure)."""
     try:
-        iso = run.probe("Try to reach the yogurts from the host, phone B from phone A, the host from a yogurt")
-        swapped = run.probe("Collect the ping, then delete phone A's end-1 host side by hand")
-        traffic = run.probe("Ping both ways through both phones and read the counters")[PHONE_A]
+        iso = run.probe(PROBE_1, "isolation")
+        swapped = run.probe(FINISH_PING, "finish_ping")
+        traffic = run.probe(PROBE_1, "traffic")[PHONE_A]
     except (AssertionError, ValueError, KeyError, IndexError):
         return
     lines = [f"ping {traffic['count']} A0->A1: forwarded_packets_0to1 +{traffic['delta_ping_0to1']['forwarded_packets_0to1']}"
@@ -139,7 +142,7 @@ def test_both_phones_are_built_on_netkit(run):
 
 
 def test_pings_flow_and_counters_move_by_what_was_sent(run):
-    traffic = run.probe("Ping both ways through both phones and read the counters")
+    traffic = run.probe(PROBE_1, "traffic")
     for name in (PHONE_A, PHONE_B):
         phone = traffic[name]
         count = phone["count"]
@@ -155,7 +158,7 @@ def test_pings_flow_and_counters_move_by_what_was_sent(run):
 
 
 def test_without_its_programs_the_blackhole_pair_drops_everything(run):
-    detach = run.probe("Detach end 0's links and unpin end 1's links of phone A by hand")
+    detach = run.probe("Detach end 0's links and unpin end 1's links of phone A by hand", "detach")
     assert detach["unpinned"] == ["link_end1_primary", "link_end1_peer"]
     assert "link_end0_primary" in detach["pins_after"] and "link_end1_primary" not in detach["pins_after"]
     assert detach["attachments_left"] == []
@@ -177,7 +180,7 @@ def test_converge_repairs_the_wire_and_says_what_it_fixed(run):
         assert any(a.startswith(f"attach link_end1_{hook}: wire_{hook} as netkit_{hook}") for a in actions)
     assert not any(a.startswith("pin prog_") for a in actions), actions  # same object: programs kept
     assert _actions(run, "Converge repairs phone A", PHONE_B) == []
-    repaired = run.probe("Check the repaired phones")[PHONE_A]
+    repaired = run.probe(CHECK_REPAIRED, "check")[PHONE_A]
     assert repaired["ping_0to1"]["received"] == 3 and repaired["ping_1to0"]["received"] == 3
     assert len(repaired["attachments"]) == 4
 
@@ -205,7 +208,7 @@ def test_program_swap_under_a_continuous_ping_loses_nothing_and_keeps_the_links(
     tags_after = {p["name"]: p["tag"] for p in run.phone("Swap the programs under the ping", PHONE_A)["wire"]["programs"]}
     assert all(tags_before[n] != tags_after[n] for n in tags_before), (tags_before, tags_after)
 
-    ping = run.probe("Collect the ping, then delete phone A's end-1 host side by hand")
+    ping = run.probe(FINISH_PING, "finish_ping")
     assert ping["alive_after_swap"], "the ping ended before the swap did: it proves nothing"
     assert 0 < ping["replies_when_swap_done"] < PING_COUNT
     assert (ping["sent"], ping["received"]) == (PING_COUNT, PING_COUNT), ping["summary"]
@@ -213,7 +216,7 @@ def test_program_swap_under_a_continuous_ping_loses_nothing_and_keeps_the_links(
 
 
 def test_deleted_device_is_rebuilt_and_reattached(run):
-    ping = run.probe("Collect the ping, then delete phone A's end-1 host side by hand")
+    ping = run.probe(FINISH_PING, "finish_ping")
     assert ping["ping_after_delete"]["received"] == 0
     actions = _actions(run, "Converge rebuilds the device and re-attaches", PHONE_A)
     end1 = run.phone("Build both phones", PHONE_A)["ends"][1]["host_ifname"]
@@ -229,7 +232,7 @@ def test_deleted_device_is_rebuilt_and_reattached(run):
     before = {link["pin"]: link["id"] for link in run.phone("Swap the programs under the ping", PHONE_A)["wire"]["links"]}
     after = {link["pin"]: link["id"] for link in rebuilt["wire"]["links"]}
     assert after["link_end0_primary"] == before["link_end0_primary"] and after["link_end0_peer"] == before["link_end0_peer"]
-    check = run.probe("Check the rebuilt phone")[PHONE_A]
+    check = run.probe("Check the rebuilt phone", "check")[PHONE_A]
     assert check["ping_0to1"]["received"] == 3 and check["ping_1to0"]["received"] == 3
     assert len(check["attachments"]) == 4
 
@@ -242,7 +245,7 @@ def test_phone_info_reads_the_same_wire(run):
     assert len(phone["links"]) == 4 and not any(link["defunct"] for link in phone["links"])
     rebuilt = run.phone("Converge rebuilds the device and re-attaches", PHONE_A)["ends"]
     assert {w["ifindex"] for w in phone["wires"]} == {e["host_ifindex"] for e in rebuilt}
-    traffic = run.probe("Ping both ways through both phones and read the counters")[PHONE_A]["counters"]
+    traffic = run.probe(PROBE_1, "traffic")[PHONE_A]["counters"]
     assert phone["counters"]["forwarded_packets_0to1"] >= traffic["forwarded_packets_0to1"] + PING_COUNT
     assert phone["counters"]["refused"] > 0
 
@@ -254,7 +257,7 @@ def test_absent_leaves_nothing(run):
         actions = _actions(run, "Remove both phones", name)
         assert f"remove /sys/fs/bpf/yogurt/{name}" in actions
         assert any(a.startswith("removed namespace") for a in actions)
-    gone = run.probe("Nothing is left")
+    gone = run.probe("Nothing is left", "gone")
     assert gone["pin_dirs"] == {PHONE_A: False, PHONE_B: False}
     assert gone["netkit_attachments"] == [] and gone["netkit_links"] == []
     assert gone["netns"] == [] and gone["devices"] == []
@@ -264,7 +267,7 @@ def test_absent_leaves_nothing(run):
 # ---------------------------------------------------------------- issue 7 on netkit
 
 def _isolation(run):
-    return run.probe("Try to reach the yogurts from the host, phone B from phone A, the host from a yogurt")
+    return run.probe(PROBE_1, "isolation")
 
 
 def test_host_sides_carry_no_address(run):
@@ -285,7 +288,7 @@ def test_an_address_put_on_a_host_side_is_removed_and_reported(run):
     assert f"remove host-side address 10.42.0.100/24 from {device}" in \
         _actions(run, "Converge repairs phone A", PHONE_A)
     assert any("10.42.0.100/24" in w for w in run["Converge repairs phone A"].get("warnings", []))
-    assert run.probe("Check the repaired phones")[PHONE_A]["host_addresses"][device] == []
+    assert run.probe(CHECK_REPAIRED, "check")[PHONE_A]["host_addresses"][device] == []
 
 
 def test_host_cannot_reach_a_yogurt_by_any_path(run):
@@ -350,4 +353,4 @@ def test_a_route_through_a_host_side_is_removed_and_reported(run):
     repair = run["Converge repairs phone A"]
     said = _actions(run, "Converge repairs phone A", PHONE_A) + repair.get("warnings", [])
     assert any("route" in text and device in text for text in said), said
-    assert run.probe("Check the repaired phones")[PHONE_A]["host_routes"][device] == [], routes
+    assert run.probe(CHECK_REPAIRED, "check")[PHONE_A]["host_routes"][device] == [], routes

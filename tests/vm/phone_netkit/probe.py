@@ -1,11 +1,11 @@
 # Copyright: Contributors to the yogurt.phone collection
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Packet-level checks of two netkit phones, run inside the test VM as `python3 - STEP PHONES_JSON [ARG]`.
+"""Packet-level checks of two netkit phones, run inside the test VM as `python3 - STEP[+STEP] PHONES_JSON [ARG]`.
 
 phone_netkit.yml feeds this file on stdin. PHONES_JSON is the inventory-style list of the
-two phones (A, B; same addresses). Each step prints one JSON line (the last line of
-stdout); the playbook asserts on it and tests/vm/test_phone_netkit.py reads it again.
+two phones (A, B; same addresses). A run prints one JSON line, {step: result} (the last
+line of stdout); the playbook asserts on it and tests/vm/test_phone_netkit.py reads it again.
 
 Counters come from the pinned counters map through bpftool (not through the collection),
 so the collection's own reading is checked against the kernel, not against itself.
@@ -520,12 +520,15 @@ STEPS = {"traffic": step_traffic, "isolation": step_isolation, "detach": step_de
 
 
 def main():
-    step, phones = sys.argv[1], json.loads(sys.argv[2])
+    """STEP may chain steps with '+' (one python start in the slow guest); prints {step: result}."""
+    steps, phones = sys.argv[1].split("+"), json.loads(sys.argv[2])
     arg = sys.argv[3] if len(sys.argv) > 3 else ""
-    started = time.monotonic()
-    result = STEPS[step](phones, arg)
-    result["seconds"] = round(time.monotonic() - started, 2)
-    print(json.dumps(result, sort_keys=True))
+    results = {}
+    for step in steps:
+        started = time.monotonic()
+        results[step] = STEPS[step](phones, arg)
+        results[step]["seconds"] = round(time.monotonic() - started, 2)
+    print(json.dumps(results, sort_keys=True))
 
 
 if __name__ == "__main__":
