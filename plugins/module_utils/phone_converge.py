@@ -389,8 +389,11 @@ def _orphan_is_ours(name):
 
     if wire.attached_in_current_netns(name):
         return True
+    # Not attached here. Ours only if it was never wired at all (a load killed before the
+    # wires map was filled): a tc-mode phone of another namespace has no link pins and its
+    # filters are invisible from here, but its wires map is filled.
     state = wire.read_wire(name)
-    return not state.get("links") and not state.get("filters")
+    return not state.get("links") and not state.get("filters") and not state.get("wires")
 
 
 def _pinned_phones():
