@@ -13,6 +13,7 @@ so open it inside `enter_netns()` to work on a yogurt. Nothing here reads /sys/c
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
 
 try:
@@ -30,6 +31,7 @@ from ansible_collections.yogurt.phone.plugins.module_utils.netns import enter_ne
 
 IFF_UP = 0x1
 ADDR_GEN_MODE_NONE = 1
+RTPROT_KERNEL = 2
 IPV6_LINK_LOCAL = ipaddress.ip_network("fe80::/10")
 
 
@@ -157,7 +159,9 @@ def routes_by_device(ipr):
     routes = {}
     for msg in ipr.route("dump"):
         oif = msg.get_attr("RTA_OIF")
-        if oif is None:
+        # Routes the kernel made for an address (proto kernel) come and go with it; the
+        # address itself is what gets reported and removed.
+        if oif is None or msg["proto"] == RTPROT_KERNEL:
             continue
         dst = msg.get_attr("RTA_DST") or ("0.0.0.0" if msg["family"] == 2 else "::")
         table = msg.get_attr("RTA_TABLE") or msg["table"]
@@ -169,9 +173,12 @@ def routes_by_device(ipr):
 
 
 def delete_route(ipr, route):
-    with netlink_errors(f"removing route {route['text']}"):
+    try:
         ipr.route("del", family=route["family"], dst=route["dst"], dst_len=route["dst_len"],
                   oif=route["oif"], table=route["table"], type=route["type"], scope=route["scope"])
+    except NetlinkError as exc:
+        if exc.code != errno.ESRCH:  # already gone (with its device or address) is what we want
+            raise LinkError(f"removing route {route['text']}: {exc}") from None
 
 
 def set_addresses(ipr, dev, wanted, check_mode, keep_link_local=True):

@@ -231,6 +231,7 @@ def test_host_side_route_is_reported_and_removed(sandbox, tmp_path):
     dev = f"{sandbox.prefix}0ah"
     sandbox.ip("route", "add", "10.42.0.0/24", "dev", dev)
     sandbox.ip("route", "add", "10.42.7.0/24", "dev", dev, "table", "100")
+    sandbox.ip("addr", "add", "10.42.9.9/24", "dev", dev)  # its kernel routes go with the address
     report = run(sandbox, tmp_path, phones, yogurt_phone_host_addresses="report")
     assert report.returncode == 0 and "must carry no route" in report.stdout + report.stderr
     assert dev in sandbox.ip("route", "show", "table", "all").stdout
