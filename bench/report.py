@@ -12,10 +12,10 @@ import json
 from datapath import METRICS, SCENARIOS
 
 METRIC_LABEL = {"tput_1": "iperf3 1 stream", "tput_2": "iperf3 2 streams", "tcp_rr": "TCP_RR", "tcp_crr": "TCP_CRR"}
-# Datapath targets are ours (the issue names none): the phone is to cost no more than the
-# plain veth pair it is made of.
-TPUT_VS_VETH = 0.9
-RR_VS_VETH = 0.9
+# Datapath targets of issue 8: the phone >= 0.95x the plain veth pair it is made of, on
+# throughput and TCP_RR.
+TPUT_VS_VETH = 0.95
+RR_VS_VETH = 0.95
 
 
 def _jsonable(obj):
