@@ -145,5 +145,14 @@ def sandbox(prefix):
         subprocess.run(["ip", "netns", "del", name], check=False)
         for entry in pathlib.Path(BPFFS_ROOT).glob(f"{prefix}*"):
             subprocess.run(["rm", "-rf", str(entry)], check=False)
-        for record in pathlib.Path("/run/yogurt/phones").glob(f"{prefix}*.json"):
-            record.unlink()
+        for record in pathlib.Path("/run/yogurt/phones").glob(f"{prefix}*"):  # .json and .tmp
+            record.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="session")
+def veth_object(tmp_path_factory):
+    """The compiled veth wire, once per session (bpf_build names it by content hash)."""
+    from ansible_collections.yogurt.phone.plugins.module_utils.bpf_build import build_files
+
+    paths = [str(ROOT / "bpf" / "wire.h"), str(ROOT / "bpf" / "wire_veth.bpf.c")]
+    return build_files(paths, ["wire_veth.bpf.c"], str(tmp_path_factory.mktemp("bpf")))["wire_veth"]

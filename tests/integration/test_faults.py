@@ -18,15 +18,12 @@ import signal
 import subprocess
 import time
 
-import pytest
 
 from test_isolation import (
     RECORDS,
     SERVE_UDP,
-    build_veth_object,
     counters,
     ends_of,
-    forget_records,
     inject,
     listening,
     mac_of,
@@ -42,17 +39,6 @@ from test_site import PINS
 
 EXPECTED_PINS = sorted(["map_counters", "map_wires", "prog_guard_in", "prog_wire_in", "prog_wire_out"]
                        + [f"link_end{i}_{hook}" for i in (0, 1) for hook in ("guard", "in", "out")])
-
-
-@pytest.fixture(scope="session")
-def veth_object(tmp_path_factory):
-    return build_veth_object(tmp_path_factory.mktemp("bpf"))
-
-
-@pytest.fixture
-def box(sandbox):
-    yield sandbox
-    forget_records(sandbox.prefix)
 
 
 def pins_of(name):
@@ -166,10 +152,10 @@ def assert_call(sandbox, specs):
     return res
 
 
-def test_converge_killed_at_several_points_is_healed(box, veth_object, request):
+def test_converge_killed_at_several_points_is_healed(sandbox, veth_object, request):
     """Each milestone gets its own two phones; a killed run is re-run and must give whole phones."""
-    watch = Watch(box)
-    prefix = box.prefix
+    watch = Watch(sandbox)
+    prefix = sandbox.prefix
     milestones = [
         ("first namespace made", lambda s: s[0]["ends"][0]["netns"] in watch.netns()),
         ("first pair made", lambda s: s[0]["ends"][0]["host_ifname"] in watch.devices()),
@@ -182,32 +168,32 @@ def test_converge_killed_at_several_points_is_healed(box, veth_object, request):
     try:
         for index, (label, reached) in enumerate(milestones):
             specs = [veth_phone(prefix, 2 * index), veth_phone(prefix, 2 * index + 1)]
-            proc = start_converge(box, specs, veth_object)
+            proc = start_converge(sandbox, specs, veth_object)
             started = time.monotonic()
             assert kill_at(proc, lambda specs=specs, reached=reached: reached(specs)), f"run ended before: {label}"
             at = time.monotonic() - started
             left = watch.snapshot(specs)
             seen.append(left)
-            again = start_converge(box, specs, veth_object)
+            again = start_converge(sandbox, specs, veth_object)
             res = finish(again)
             assert res["rc"] == 0 and not res.get("failed"), res
             done.extend(specs)
-            assert_whole(box, specs, done)
+            assert_whole(sandbox, specs, done)
             report(request, f"killed at {at:.2f} s ({label}): left {left}; re-run: "
                             f"{sum(len(p['actions']) for p in res['phones'])} actions, phones whole")
         # The kills landed at distinct points; every phone calls; a run over everything changes nothing.
         assert len({json.dumps(s, sort_keys=True) for s in seen}) == len(milestones), seen
-        calls = assert_call(box, done)["calls"]
+        calls = assert_call(sandbox, done)["calls"]
         assert len(calls) == len(done) and all(c["ok"] for c in calls), calls
-        res = run_module(box, "phones", {"phones": done, "veth_object": veth_object})
+        res = run_module(sandbox, "phones", {"phones": done, "veth_object": veth_object})
         assert res["rc"] == 0 and not res["changed"], res
 
         # A teardown killed half-way, then run again: nothing of any phone is left.
-        proc = start_converge(box, done, veth_object, state="absent")
+        proc = start_converge(sandbox, done, veth_object, state="absent")
         assert kill_at(proc, lambda: len(watch.netns()) <= len(done)), "teardown ended before half-way"
         left = watch.snapshot(done)
         left["pins"] = sum(left["pins"])
-        res = run_module(box, "phones", {"phones": [dict(s, state="absent") for s in done], "veth_object": veth_object})
+        res = run_module(sandbox, "phones", {"phones": [dict(s, state="absent") for s in done], "veth_object": veth_object})
         assert res["rc"] == 0 and res["changed"], res
         assert watch.netns() == [] and watch.devices() == ["lo"], (watch.netns(), watch.devices())
         assert not any(d.startswith(prefix) for d in (os.listdir(PINS) if os.path.isdir(PINS) else []))
@@ -217,15 +203,15 @@ def test_converge_killed_at_several_points_is_healed(box, veth_object, request):
         watch.close()
 
 
-def test_two_converges_at_once_make_one_phone(box, veth_object, request):
-    specs = [veth_phone(box.prefix, 0)]
-    procs = [start_converge(box, specs, veth_object) for _i in range(2)]
+def test_two_converges_at_once_make_one_phone(sandbox, veth_object, request):
+    specs = [veth_phone(sandbox.prefix, 0)]
+    procs = [start_converge(sandbox, specs, veth_object) for _i in range(2)]
     results = [finish(p) for p in procs]
     for res in results:
         assert res["rc"] == 0 and not res.get("failed"), res
     assert sorted(r["changed"] for r in results) == [False, True], "the second run must find the phone built"
-    assert_whole(box, specs, specs)
-    assert_call(box, specs)
+    assert_whole(sandbox, specs, specs)
+    assert_call(sandbox, specs)
     report(request, "two converges at once: both rc 0, one changed, one found it done; one set of devices")
 
 
@@ -290,20 +276,20 @@ class HostLockViolated(AssertionError):
     """Two converges were inside the host lock at once."""
 
 
-def test_teardown_keeps_the_host_lock_for_a_waiting_converge(box, veth_object, request):
-    p0, p1 = veth_phone(box.prefix, 0), veth_phone(box.prefix, 1)
+def test_teardown_keeps_the_host_lock_for_a_waiting_converge(sandbox, veth_object, request):
+    p0, p1 = veth_phone(sandbox.prefix, 0), veth_phone(sandbox.prefix, 1)
     with private_run_dir() as mnt:
         lock = f"/proc/{mnt}/root/run/yogurt/lock"
-        first = finish(_start_in(mnt, box, [p0], veth_object))
+        first = finish(_start_in(mnt, sandbox, [p0], veth_object))
         assert first["rc"] == 0, first
         inode = os.stat(lock).st_ino
-        teardown = _start_in(mnt, box, [], veth_object, exclusive=True)  # removes p0, then tidies /run/yogurt
+        teardown = _start_in(mnt, sandbox, [], veth_object, exclusive=True)  # removes p0, then tidies /run/yogurt
         waiting = late = None
         results = []
         try:
             _wait(lambda: teardown.pid in _lock_holders(inode)["held"], "the teardown to take the lock")
             teardown.send_signal(signal.SIGSTOP)
-            waiting = _start_in(mnt, box, [p1], veth_object)
+            waiting = _start_in(mnt, sandbox, [p1], veth_object)
             _wait(lambda: waiting.pid in _lock_holders(inode)["waiting"], "a converge to wait for the lock")
             teardown.send_signal(signal.SIGCONT)
             assert finish(teardown)["rc"] == 0
@@ -316,7 +302,7 @@ def test_teardown_keeps_the_host_lock_for_a_waiting_converge(box, veth_object, r
             # Under heavy load the waiting converge may have finished before the SIGSTOP landed;
             # then a later run is rightly sequential. /proc/locks says which case this is.
             inside = waiting.pid in _lock_holders(os.stat(lock).st_ino)["held"]
-            late = _start_in(mnt, box, [p1], veth_object)
+            late = _start_in(mnt, sandbox, [p1], veth_object)
             try:
                 late.wait(timeout=8)
             except subprocess.TimeoutExpired:
@@ -339,58 +325,58 @@ def test_teardown_keeps_the_host_lock_for_a_waiting_converge(box, veth_object, r
         assert [r["rc"] for r in results] == [0, 0], results
         assert sorted(r["changed"] for r in results) == [False, True], results
         assert sorted(os.listdir(f"/proc/{mnt}/root{PINS}/{p1['name']}")) == EXPECTED_PINS
-        assert sorted(d["ifname"] for d in json.loads(box.ip("-j", "link", "show").stdout)) == \
+        assert sorted(d["ifname"] for d in json.loads(sandbox.ip("-j", "link", "show").stdout)) == \
             sorted(["lo"] + [e["host_ifname"] for e in p1["ends"]])
         for ns, host, cont, _ip in ends_of(p1):
-            assert tcx_programs(box.name, host) == [("tcx/egress", "wire_out"), ("tcx/ingress", "wire_in")]
+            assert tcx_programs(sandbox.name, host) == [("tcx/egress", "wire_out"), ("tcx/ingress", "wire_in")]
             assert tcx_programs(ns, cont) == [("tcx/ingress", "guard_in")]
-        assert_call(box, [p1])
+        assert_call(sandbox, [p1])
 
 
 # ---------------------------------------------------------------- detached by hand
 
-def test_a_wire_detached_by_hand_is_reattached(box, veth_object, request):
-    spec = veth_phone(box.prefix, 0)
-    res = run_module(box, "phones", {"phones": [spec], "veth_object": veth_object})
+def test_a_wire_detached_by_hand_is_reattached(sandbox, veth_object, request):
+    spec = veth_phone(sandbox.prefix, 0)
+    res = run_module(sandbox, "phones", {"phones": [spec], "veth_object": veth_object})
     assert res["rc"] == 0, res
     (y1, h1, c1, ip1), (_y2, _h2, _c2, ip2) = ends_of(spec)
     pin_dir = os.path.join(PINS, spec["name"])
     links = {link["pin"]: link for link in
-             run_module(box, "phone_info", {"name": spec["name"]})["phones"][0]["links"]}
+             run_module(sandbox, "phone_info", {"name": spec["name"]})["phones"][0]["links"]}
 
     # 1. Unpinned by hand: the link dies with its last reference and wire_in leaves the device.
     os.unlink(os.path.join(pin_dir, "link_end1_in"))
-    assert ("tcx/ingress", "wire_in") not in tcx_programs(box.name, spec["ends"][1]["host_ifname"])
+    assert ("tcx/ingress", "wire_in") not in tcx_programs(sandbox.name, spec["ends"][1]["host_ifname"])
     # 2. The guard detached with bpftool (the link stays pinned, but defunct): now, and only
     #    now, root's qdisc-bypass frames reach yogurt-1.
     netns_cmd(None, ["bpftool", "link", "detach", "id", str(links["link_end0_guard"]["id"])], check=True)
-    info = run_module(box, "phone_info", {"name": spec["name"]})["phones"][0]
+    info = run_module(sandbox, "phone_info", {"name": spec["name"]})["phones"][0]
     assert [link["pin"] for link in info["links"] if link["defunct"]] == ["link_end0_guard"], info["links"]
     # 3. `bpftool net detach` cannot take a link-owned tcx program off (EBUSY): wire_out stays.
-    tried = netns_cmd(box.name, ["bpftool", "net", "detach", "tcx_egress", "dev", h1])
-    assert tried.returncode != 0 and ("tcx/egress", "wire_out") in tcx_programs(box.name, h1), tried.stderr
+    tried = netns_cmd(sandbox.name, ["bpftool", "net", "detach", "tcx_egress", "dev", h1])
+    assert tried.returncode != 0 and ("tcx/egress", "wire_out") in tcx_programs(sandbox.name, h1), tried.stderr
     port, frames = 5600, 20
     with listening(y1, SERVE_UDP, ip1, port) as udp:
-        inject(box, h1, mac_of(y1, c1), ip2, ip1, port, frames, bypass=True)
+        inject(sandbox, h1, mac_of(y1, c1), ip2, ip1, port, frames, bypass=True)
         time.sleep(0.3)
         leaked = udp.stop()
 
-    res = run_module(box, "phones", {"phones": [spec], "veth_object": veth_object})
+    res = run_module(sandbox, "phones", {"phones": [spec], "veth_object": veth_object})
     assert res["rc"] == 0 and res["changed"], res
     actions = res["phones"][0]["actions"]
     assert any(a.startswith("attach link_end1_in") for a in actions), actions
     assert any(a.startswith("detach stale link_end0_guard") for a in actions), actions
     assert any(a.startswith("attach link_end0_guard") for a in actions), actions
-    assert_whole(box, [spec], [spec])
-    assert_call(box, [spec])
-    before = counters(box, spec["name"])[spec["name"]]
+    assert_whole(sandbox, [spec], [spec])
+    assert_call(sandbox, [spec])
+    before = counters(sandbox, spec["name"])[spec["name"]]
     with listening(y1, SERVE_UDP, ip1, port) as udp:
-        sent = inject(box, h1, mac_of(y1, c1), ip2, ip1, port, frames, bypass=True)
+        sent = inject(sandbox, h1, mac_of(y1, c1), ip2, ip1, port, frames, bypass=True)
         time.sleep(0.3)
         assert udp.stop() == 0
-    after = counters(box, spec["name"])[spec["name"]]
+    after = counters(sandbox, spec["name"])[spec["name"]]
     assert after["refused_guard"] - before["refused_guard"] >= sent["ok"] == frames, (before, after)
-    again = run_module(box, "phones", {"phones": [spec], "veth_object": veth_object})
+    again = run_module(sandbox, "phones", {"phones": [spec], "veth_object": veth_object})
     assert again["rc"] == 0 and not again["changed"], again
     report(request, f"detached by hand (unpin link_end1_in, bpftool link detach guard): {leaked}/{frames} bypass "
                     f"frames reached yogurt-1 meanwhile; re-run actions {actions}; afterwards 0/{frames}, "

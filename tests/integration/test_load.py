@@ -16,26 +16,14 @@ import signal
 import subprocess
 import time
 
-import pytest
 
-from test_isolation import build_veth_object, converge, counters, ends_of, forget_records, netns_cmd, nstat, report
+from test_isolation import converge, counters, ends_of, netns_cmd, nstat, report
 from test_isolation import veth_phone
 
 LOAD_SECONDS = int(os.environ.get("YOGURT_LOAD_SECONDS", "60"))
 PING_INTERVAL = 0.002
 CHATTER = 200  # packets a yogurt may send besides ours during the run (IPv6 RS/MLD, ARP)
 IP_STATS = ("IpOutTransmits", "IcmpOutEchos", "IcmpInEchos", "IcmpOutEchoReps")
-
-
-@pytest.fixture(scope="session")
-def veth_object(tmp_path_factory):
-    return build_veth_object(tmp_path_factory.mktemp("bpf"))
-
-
-@pytest.fixture
-def box(sandbox):
-    yield sandbox
-    forget_records(sandbox.prefix)
 
 
 def _in(ns, argv):
@@ -57,11 +45,11 @@ def _drops(ns, ifname):
     return stats["rx"]["dropped"] + stats["tx"]["dropped"]
 
 
-def test_iperf3_and_a_ping_flood_through_a_phone(box, veth_object, request):
-    spec = veth_phone(box.prefix, 0)
-    converge(box, [spec], veth_object)
+def test_iperf3_and_a_ping_flood_through_a_phone(sandbox, veth_object, request):
+    spec = veth_phone(sandbox.prefix, 0)
+    converge(sandbox, [spec], veth_object)
     (y1, h1, c1, _ip1), (y2, h2, c2, ip2) = ends_of(spec)
-    devices = ((box.name, h1), (box.name, h2), (y1, c1), (y2, c2))
+    devices = ((sandbox.name, h1), (sandbox.name, h2), (y1, c1), (y2, c2))
     port = 5201
     echoes = int(LOAD_SECONDS / PING_INTERVAL) * 2  # more than it can send: stopped when iperf3 is done
 
@@ -69,7 +57,7 @@ def test_iperf3_and_a_ping_flood_through_a_phone(box, veth_object, request):
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         _wait_listening(y2, port)
-        before = counters(box, spec["name"])[spec["name"]]
+        before = counters(sandbox, spec["name"])[spec["name"]]
         sent0 = {ns: nstat(ns, *IP_STATS) for ns in (y1, y2)}
         drops0 = [_drops(ns, dev) for ns, dev in devices]
         started = time.monotonic()
@@ -88,7 +76,7 @@ def test_iperf3_and_a_ping_flood_through_a_phone(box, veth_object, request):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    after = counters(box, spec["name"])[spec["name"]]
+    after = counters(sandbox, spec["name"])[spec["name"]]
     sent1 = {ns: nstat(ns, *IP_STATS) for ns in (y1, y2)}
     drops = [_drops(ns, dev) - d for (ns, dev), d in zip(devices, drops0)]
 
