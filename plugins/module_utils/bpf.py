@@ -302,7 +302,7 @@ def _attach_hint(attach_type, err=None):
         if err == errno_mod.EINVAL:
             return "this kernel may lack netkit (Linux >= 6.7 with CONFIG_NETKIT)"
     if kind.startswith("tcx") and err == errno_mod.EINVAL:
-        return "tcx needs Linux >= 6.6; older kernels would need tc clsact filters"
+        return "tcx needs Linux >= 6.6; on older kernels attach as tc clsact filters (wire attach: tc)"
     if err == errno_mod.ENODEV:
         return "no device has that ifindex in this network namespace (was it deleted or recreated?)"
     return None

@@ -133,16 +133,15 @@ def probe_host():
 
 
 def resolve_backend(requested, facts):
-    """(backend, reason). facts: {'netkit': bool, 'netkit_reason': str, 'kernel': str, 'tcx': bool}."""
+    """(backend, reason). facts: {'netkit': bool, 'netkit_reason': str, 'kernel': str, 'tcx': bool}.
+
+    veth attaches its programs with tcx links where the kernel has tcx (Linux >= 6.6) and with
+    tc clsact filters before that (wire.attach_mode asks the kernel the same question).
+    """
     kernel = facts.get("kernel", "?")
-    if requested == "veth" or (requested == "auto" and not facts.get("netkit")):
-        if not facts.get("tcx"):
-            raise PhoneError(
-                f"the veth backend attaches its programs with tcx, which Linux {kernel} does not offer "
-                f"({facts.get('tcx_reason') or 'tcx probe failed'}): boot Linux >= 6.6 (tcx) or >= 6.7 with "
-                "CONFIG_NETKIT=y; the tc clsact fallback for older kernels is not implemented yet")
+    hooks = "tcx" if facts.get("tcx") else f"tc clsact filters (no tcx: {facts.get('tcx_reason') or 'tcx probe failed'})"
     if requested == "veth":
-        return "veth", "veth was asked for"
+        return "veth", f"veth was asked for; {hooks}"
     if requested == "netkit":
         if facts.get("netkit"):
             return "netkit", "netkit was asked for"
@@ -152,7 +151,7 @@ def resolve_backend(requested, facts):
             "with CONFIG_NETKIT=y")
     if facts.get("netkit"):
         return "netkit", f"auto: Linux {kernel} can create netkit devices"
-    return "veth", f"auto: Linux {kernel} has no netkit ({facts.get('netkit_reason', 'probe failed')}); veth with tcx"
+    return "veth", f"auto: Linux {kernel} has no netkit ({facts.get('netkit_reason', 'probe failed')}); veth with {hooks}"
 
 
 class HostConverger:

@@ -69,7 +69,7 @@ def probe_wire(with_netkit_device=True):
     tcx = res["tcx_ingress"]
     facts["tcx"] = tcx == 0
     details["tcx"] = ("tcx attach works" if tcx == 0 else
-                      f"tcx attach failed: {os.strerror(tcx)}; the veth backend needs Linux >= 6.6")
+                      f"tcx attach failed: {os.strerror(tcx)}; tcx needs Linux >= 6.6")
     nk = res["netkit_primary"]
     # On lo (not netkit), a kernel with netkit answers ENXIO; one older than 6.7 or built
     # without CONFIG_NETKIT answers EINVAL (6.18 without CONFIG_NETKIT, measured).

@@ -18,7 +18,9 @@ description:
     checks all of it before changing anything, reads the host's devices once, and
     converges each phone.
   - C(backend=auto) picks netkit when the kernel can create netkit devices and
-    veth with tcx otherwise; each phone's result says which backend it got and why.
+    veth otherwise; each phone's result says which backend it got and why.
+  - On veth the wire's programs attach as tcx links (Linux >= 6.6), or as tc clsact
+    filters on older kernels (Debian 12's stock 6.1); the phone works the same either way.
   - Whatever a killed or half-finished run left behind is healed by the next run. A host
     lock serializes concurrent runs.
 author:

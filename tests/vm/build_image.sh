@@ -1,25 +1,49 @@
 #!/usr/bin/env bash
-# Build the netkit test VM image: Debian bookworm with the bookworm-backports 6.12 kernel
-# (CONFIG_NETKIT=y), iproute2 6.15, bpftool 7.5, libbpf 1.4.6 and pyroute2 0.9.7.
+# Build a test VM image: a minimal Debian with the kernel and BPF tools of one flavor.
 # Run as root. Needs debootstrap, e2fsprogs, ssh-keygen and network to deb.debian.org
 # (and PyPI for pyroute2); the VM itself never gets a route off the machine.
 #
-#   tests/vm/build_image.sh            # prints the image directory on the last line
+#   tests/vm/build_image.sh [FLAVOR]   # prints the image directory on the last line
 #
-# Output: $YOGURT_VM_CACHE/<hash>/ (default ~/.cache/yogurt-phone/vm) with
-#   rootfs.img (raw ext4), vmlinuz, initrd.img, id_ed25519 (+.pub), packages.txt, complete
-# <hash> covers this script (package lists, kernel version, settings), so any change here
-# builds a new image; an unchanged script prints "cached" and does nothing. The build
+# Flavors (the `kernels` molecule scenario boots one VM of each):
+#   netkit   (default) bookworm + bookworm-backports 6.12 (CONFIG_NETKIT=y), iproute2 6.15,
+#            bpftool 7.5, libbpf 1.4.6: what yogurt.phone.bpf_toolchain gives a Debian 12 host
+#            that also took the backports kernel.
+#   stock    bookworm with its own 6.1 kernel (no netkit, no tcx) and the same backports tools:
+#            a Debian 12 host on which only bpf_toolchain ran.
+#   trixie   trixie + trixie-backports 7.x kernel (netkit with every attribute), trixie's
+#            iproute2, bpftool and libbpf.
+# Every flavor has pyroute2 0.9.7 (PyPI) in the system python.
+#
+# Output: $YOGURT_VM_CACHE/<flavor>-<hash>/ (default ~/.cache/yogurt-phone/vm) with
+#   rootfs.img (raw ext4), vmlinuz, initrd.img, id_ed25519 (+.pub), packages.txt, flavor, complete
+# <hash> covers this script (package lists, kernel version, settings) and the flavor, so any
+# change here builds a new image; an unchanged script prints "cached" and does nothing. The build
 # happens in a temporary directory renamed at the end: an interrupted build never looks
 # complete. Packages are cached in ~/.cache/yogurt-phone/apt to speed up rebuilds.
 set -euo pipefail
 
-KERNEL=linux-image-6.12.95+deb12-amd64
+FLAVOR=${1:-${YOGURT_VM_FLAVOR:-netkit}}
 PYROUTE2=pyroute2==0.9.7
 MIRROR=http://deb.debian.org/debian
 BASE_PACKAGES=(systemd-sysv udev kmod initramfs-tools zstd openssh-server python3 python3-venv
   clang llvm tcpdump iputils-ping netcat-openbsd iperf3 ca-certificates)
-BACKPORTS_PACKAGES=("$KERNEL" iproute2 bpftool libbpf1 libbpf-dev)
+TOOLS=(iproute2 bpftool libbpf1 libbpf-dev)
+case "$FLAVOR" in
+  netkit)
+    SUITE=bookworm
+    KERNEL=linux-image-6.12.95+deb12-amd64 KERNEL_FROM=bookworm-backports TOOLS_FROM=bookworm-backports ;;
+  stock)
+    # The metapackage: bookworm's point releases replace the 6.1 ABI package, the name stays.
+    SUITE=bookworm
+    KERNEL=linux-image-amd64 KERNEL_FROM=bookworm TOOLS_FROM=bookworm-backports ;;
+  trixie)
+    SUITE=trixie
+    KERNEL=linux-image-7.3.4+deb13-amd64 KERNEL_FROM=trixie-backports TOOLS_FROM=trixie ;;
+  *)
+    echo "build_image.sh: unknown flavor '$FLAVOR' (netkit, stock or trixie)" >&2
+    exit 2 ;;
+esac
 IMAGE_SIZE=4G
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -29,8 +53,8 @@ apt_cache=$cache/apt
 # pip on the host fetches pyroute2; the checkout's venv has one, a bare python3 may not.
 python=${PYTHON:-$here/../../.venv/bin/python}
 [ -x "$python" ] || python=python3
-hash=$(sha256sum <"$here/build_image.sh" | cut -c1-16)
-out=$vm_cache/$hash
+hash=$( (cat "$here/build_image.sh"; echo "flavor=$FLAVOR") | sha256sum | cut -c1-16)
+out=$vm_cache/$FLAVOR-$hash
 
 if [ -e "$out/complete" ]; then
   echo "cached"
@@ -89,10 +113,10 @@ cleanup() {
 trap on_signal INT TERM HUP
 trap cleanup EXIT
 
-log "debootstrap bookworm into $rootfs"
+log "debootstrap $SUITE ($FLAVOR) into $rootfs"
 include=$(IFS=,; echo "${BASE_PACKAGES[*]}")
 step debootstrap --variant=minbase --include="$include" --cache-dir="$apt_cache/debs" \
-  bookworm "$rootfs" "$MIRROR" >"$tmp/debootstrap.log" 2>&1 || {
+  "$SUITE" "$rootfs" "$MIRROR" >"$tmp/debootstrap.log" 2>&1 || {
   tail -n 30 "$tmp/debootstrap.log" >&2
   [ -f "$rootfs/debootstrap/debootstrap.log" ] && tail -n 30 "$rootfs/debootstrap/debootstrap.log" >&2
   exit 1
@@ -104,8 +128,8 @@ install -d -m 700 "$rootfs/root/.ssh"
 install -m 600 "$tmp/id_ed25519.pub" "$rootfs/root/.ssh/authorized_keys"
 
 cat >"$rootfs/etc/apt/sources.list" <<EOF
-deb $MIRROR bookworm main
-deb $MIRROR bookworm-backports main
+deb $MIRROR $SUITE main
+deb $MIRROR $SUITE-backports main
 EOF
 # No documentation in the image: smaller and faster to install.
 cat >"$rootfs/etc/dpkg/dpkg.cfg.d/01-nodoc" <<'EOF'
@@ -171,19 +195,20 @@ printf 'UseDNS no\nPermitRootLogin prohibit-password\nPasswordAuthentication no\
 mkdir -p "$rootfs/etc/systemd/journald.conf.d"
 printf '[Journal]\nStorage=volatile\n' >"$rootfs/etc/systemd/journald.conf.d/yogurt.conf"
 
-log "install ${BACKPORTS_PACKAGES[*]} from bookworm-backports"
+log "install $KERNEL from $KERNEL_FROM, ${TOOLS[*]} from $TOOLS_FROM"
 # The chroot's mounts live in a private mount namespace: they vanish with it, whatever happens.
 # shellcheck disable=SC2016  # the script in single quotes runs in the new namespace
 step unshare --mount --propagation private -- bash -euo pipefail -c '
-  rootfs=$1 apt_cache=$2; shift 2
+  rootfs=$1 apt_cache=$2 kernel=$3 kernel_from=$4 tools_from=$5; shift 5
   mount -t proc proc "$rootfs/proc"
   mount -t sysfs sysfs "$rootfs/sys"
   mount --bind /dev "$rootfs/dev"
   mount --bind "$apt_cache" "$rootfs/var/cache/apt/archives"
   export DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8 PATH=/usr/sbin:/usr/bin:/sbin:/bin
   chroot "$rootfs" apt-get update -q
-  chroot "$rootfs" apt-get install -y -q -t bookworm-backports "$@"
-' _ "$rootfs" "$apt_cache/debs" "${BACKPORTS_PACKAGES[@]}" >"$tmp/apt.log" 2>&1 || {
+  chroot "$rootfs" apt-get install -y -q -t "$tools_from" "$@"
+  chroot "$rootfs" apt-get install -y -q -t "$kernel_from" "$kernel"
+' _ "$rootfs" "$apt_cache/debs" "$KERNEL" "$KERNEL_FROM" "$TOOLS_FROM" "${TOOLS[@]}" >"$tmp/apt.log" 2>&1 || {
   tail -n 40 "$tmp/apt.log" >&2
   exit 1
 }
@@ -203,8 +228,13 @@ chroot "$rootfs" python3 -m compileall -q "$site" >/dev/null
 echo "pyroute2 ${PYROUTE2#*==} (pypi)" >>"$tmp/packages.txt"
 
 log "extract kernel and initrd"
-cp "$rootfs/boot/vmlinuz-${KERNEL#linux-image-}" "$tmp/vmlinuz"
-cp "$rootfs/boot/initrd.img-${KERNEL#linux-image-}" "$tmp/initrd.img"
+# Exactly one kernel is installed (the metapackage of `stock` names its version only here).
+vmlinuz=("$rootfs"/boot/vmlinuz-*)
+[ "${#vmlinuz[@]}" = 1 ] || { echo "build_image.sh: expected one kernel in the image, found: ${vmlinuz[*]}" >&2; exit 1; }
+release=${vmlinuz[0]##*/vmlinuz-}
+cp "${vmlinuz[0]}" "$tmp/vmlinuz"
+cp "$rootfs/boot/initrd.img-$release" "$tmp/initrd.img"
+echo "$FLAVOR $SUITE $release" >"$tmp/flavor"
 
 log "make the ext4 root filesystem image ($IMAGE_SIZE, sparse)"
 truncate -s "$IMAGE_SIZE" "$tmp/rootfs.img"

@@ -1,11 +1,15 @@
 # Copyright: Contributors to the yogurt.phone collection
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Boot, reach and stop the netkit test VM: Debian bookworm with the 6.12 kernel, under qemu TCG.
+"""Boot, reach and stop the test VMs under qemu TCG.
+
+An image has a flavor (see build_image.sh): `netkit` (default: Debian bookworm with the
+backports 6.12 kernel), `stock` (bookworm's own 6.1: no netkit, no tcx) or `trixie`
+(trixie-backports 7.x). Every command takes --flavor; YOGURT_VM_FLAVOR sets the default.
 
 Command line (run as root from the checkout, with its venv's python):
 
-    python tests/vm/vm.py build                    # build the image (or print "cached")
+    python tests/vm/vm.py build [--flavor F]       # build the image (or print "cached")
     python tests/vm/vm.py up [--name N] [--json]   # boot a VM that outlives this command
     python tests/vm/vm.py ssh [--name N] [cmd...]  # a shell, or one command, in it
     python tests/vm/vm.py down [--name N | --all]  # power it off and remove its run dir
@@ -47,6 +51,8 @@ BUILD_SCRIPT = HERE / "build_image.sh"
 CACHE = pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache")) / "yogurt-phone"
 RUN_ROOT = pathlib.Path(os.environ.get("YOGURT_VM_RUN", CACHE / "run"))
 DEFAULT_NAME = "yogurt-vm"
+FLAVORS = ("netkit", "stock", "trixie")
+DEFAULT_FLAVOR = os.environ.get("YOGURT_VM_FLAVOR", "netkit")
 # Under TCG on a busy 2-core host a boot took up to ~200 s (37 s when idle).
 BOOT_TIMEOUT = float(os.environ.get("YOGURT_VM_BOOT_TIMEOUT", 600))
 SSH_OPTIONS = (
@@ -63,12 +69,14 @@ class VMError(RuntimeError):
     """The VM could not be built, booted, reached or stopped; the text says why."""
 
 
-def build(quiet: bool = False) -> pathlib.Path:
-    """Build the image if it is not cached yet; return its directory.
+def build(quiet: bool = False, flavor: str = DEFAULT_FLAVOR) -> pathlib.Path:
+    """Build the image of `flavor` if it is not cached yet; return its directory.
 
     Progress goes to stderr (stdout stays clean for `up --json`), or nowhere when quiet.
     """
-    process = subprocess.Popen([str(BUILD_SCRIPT)], text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if flavor not in FLAVORS:
+        raise VMError(f"unknown VM flavor {flavor!r}: use one of {', '.join(FLAVORS)}")
+    process = subprocess.Popen([str(BUILD_SCRIPT), flavor], text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     lines = []
     for line in process.stdout:
         lines.append(line.rstrip("\n"))
@@ -80,9 +88,14 @@ def build(quiet: bool = False) -> pathlib.Path:
     return pathlib.Path(lines[-1])
 
 
-def image_hash() -> str:
-    """The cache key build_image.sh uses: its own sha256 (it holds the package lists and kernel)."""
-    return hashlib.sha256(BUILD_SCRIPT.read_bytes()).hexdigest()[:16]
+def image_hash(flavor: str = DEFAULT_FLAVOR) -> str:
+    """The cache key build_image.sh uses: sha256 of itself (package lists, kernels) and the flavor."""
+    return hashlib.sha256(BUILD_SCRIPT.read_bytes() + f"flavor={flavor}\n".encode()).hexdigest()[:16]
+
+
+def image_name(flavor: str = DEFAULT_FLAVOR) -> str:
+    """The directory name of the flavor's image in the cache."""
+    return f"{flavor}-{image_hash(flavor)}"
 
 
 def prune() -> list[pathlib.Path]:
@@ -94,7 +107,7 @@ def prune() -> list[pathlib.Path]:
             in_use.update(arg for arg in cmdline.read_bytes().decode(errors="replace").split("\0") if str(vm_cache) in arg)
     removed = []
     for image_dir in sorted(vm_cache.iterdir()) if vm_cache.is_dir() else []:
-        if not image_dir.is_dir() or image_dir.name.startswith(".") or image_dir.name == image_hash():
+        if not image_dir.is_dir() or image_dir.name.startswith(".") or image_dir.name in map(image_name, FLAVORS):
             continue
         if any(str(image_dir) + "/" in arg for arg in in_use):
             continue
@@ -324,7 +337,8 @@ def _qemu_argv(run_dir: pathlib.Path, image_dir: pathlib.Path, port: int, memory
 
 
 def up(name: str = DEFAULT_NAME, *, detach: bool = False, image_dir: pathlib.Path | None = None,
-       memory: int = 2048, cpus: int = 2, boot_timeout: float = BOOT_TIMEOUT, quiet_build: bool = False) -> VM:
+       memory: int = 2048, cpus: int = 2, boot_timeout: float = BOOT_TIMEOUT, quiet_build: bool = False,
+       flavor: str = DEFAULT_FLAVOR) -> VM:
     """Boot VM `name` and wait until ssh works.
 
     detach=False: qemu dies with this Python process (pdeathsig, atexit, SIGTERM handler).
@@ -337,7 +351,7 @@ def up(name: str = DEFAULT_NAME, *, detach: bool = False, image_dir: pathlib.Pat
         if not (image_dir / "complete").exists():
             raise VMError(f"YOGURT_VM_IMAGE={image_dir} is not a complete image dir; unset it or run: vm.py build")
     if image_dir is None:
-        image_dir = build(quiet=quiet_build)
+        image_dir = build(quiet=quiet_build, flavor=flavor)
     run_dir = RUN_ROOT / name
     RUN_ROOT.mkdir(parents=True, exist_ok=True)
     with open(RUN_ROOT / ".lock", "w") as lock:
@@ -417,10 +431,12 @@ def booted_vm(name: str = DEFAULT_NAME, *, keep_run_dir: bool = False, shutdown_
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vm.py", description="The yogurt.phone netkit test VM (qemu, TCG).")
+    parser = argparse.ArgumentParser(prog="vm.py", description="The yogurt.phone test VMs (qemu, TCG).")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("build", help="build the image, or print 'cached'")
+    p_build = sub.add_parser("build", help="build the image, or print 'cached'")
+    p_build.add_argument("--flavor", choices=FLAVORS, default=DEFAULT_FLAVOR)
     p_up = sub.add_parser("up", help="boot a VM that outlives this command")
+    p_up.add_argument("--flavor", choices=FLAVORS, default=DEFAULT_FLAVOR)
     p_up.add_argument("--name", default=DEFAULT_NAME)
     p_up.add_argument("--json", action="store_true", help="print the connection facts as JSON")
     p_up.add_argument("--memory", type=int, default=2048, help="MiB (default 2048)")
@@ -431,18 +447,19 @@ def main(argv: list[str] | None = None) -> int:
     p_down.add_argument("--name", default=DEFAULT_NAME)
     p_down.add_argument("--all", action="store_true")
     sub.add_parser("list", help="VMs that are up")
-    sub.add_parser("prune", help="delete cached images other than the current one (unless a VM uses them)")
+    sub.add_parser("prune", help="delete cached images other than the current ones (unless a VM uses them)")
     p_run = sub.add_parser("run", help="boot a throwaway VM, run a command in it, power it off")
     p_run.add_argument("--name", default="run-%d" % os.getpid())
+    p_run.add_argument("--flavor", choices=FLAVORS, default=DEFAULT_FLAVOR)
     p_run.add_argument("cmd", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
 
     try:
         if args.command == "build":
-            build(quiet=False)  # its last line is the image dir
+            build(quiet=False, flavor=args.flavor)  # its last line is the image dir
         elif args.command == "up":
             started = time.monotonic()
-            vm = up(args.name, detach=True, memory=args.memory)
+            vm = up(args.name, detach=True, memory=args.memory, flavor=args.flavor)
             if args.json:
                 print(json.dumps({"name": vm.name, "run_dir": str(vm.run_dir), "pid": vm.pid,
                                   "inventory": str(vm.run_dir / "inventory.yml"), **vm.facts()}, indent=2))
@@ -474,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
             cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
             if not cmd:
                 parser.error("run needs a command: vm.py run -- uname -r")
-            with booted_vm(args.name) as vm:
+            with booted_vm(args.name, flavor=args.flavor) as vm:
                 return subprocess.run(vm.ssh_argv(" ".join(cmd)), check=False).returncode
     except VMError as exc:
         print(f"vm.py: {exc}", file=sys.stderr)
