@@ -170,21 +170,19 @@ def normalize_phones(phones):
 
         # Host-side device names share the host namespace; each yogurt namespace serves one end.
         for end_index, end in enumerate(norm_ends):
-            host_ifname, netns = end["host_ifname"], end["netns"]
-            if isinstance(host_ifname, str) and host_ifname:
-                other = seen_host_ifnames.get(host_ifname)
-                if other:
-                    bad(where, f"ends[{end_index}].host_ifname",
-                        f"'{host_ifname}' is already the host-side device of {other}: give each end its own device name")
+            owner = f"{where} ends[{end_index}]"
+            for field, seen, clash in (
+                    ("host_ifname", seen_host_ifnames, "'{value}' is already the host-side device of {other}: "
+                                                       "give each end its own device name"),
+                    ("netns", seen_netns, "namespace '{value}' is already used by {other}: "
+                                          "each end needs its own namespace")):
+                value = end[field]
+                if not isinstance(value, str) or not value:
+                    continue
+                if value in seen:
+                    bad(where, f"ends[{end_index}].{field}", clash.format(value=value, other=seen[value]))
                 else:
-                    seen_host_ifnames[host_ifname] = f"{where} ends[{end_index}]"
-            if isinstance(netns, str) and netns:
-                other = seen_netns.get(netns)
-                if other:
-                    bad(where, f"ends[{end_index}].netns",
-                        f"namespace '{netns}' is already used by {other}: each end needs its own namespace")
-                else:
-                    seen_netns[netns] = f"{where} ends[{end_index}]"
+                    seen[value] = owner
         result.append({
             "name": name,
             "backend": backend,

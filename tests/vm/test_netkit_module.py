@@ -18,63 +18,19 @@ import json
 import os
 import pathlib
 import subprocess
-import time
 
 import pytest
+from playbook_run import run_playbook  # pylint: disable=import-error  # tests/vm is on sys.path (conftest)
 
 pytestmark = pytest.mark.vm
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PLAYBOOK = ROOT / "tests" / "vm" / "netkit" / "netkit_module.yml"
-CALLBACKS = ROOT / "tests" / "integration" / "callback_plugins"
-
-
-class PlaybookRun:
-    """Task results by task name, with the seconds each task took (time between results)."""
-
-    def __init__(self):
-        self.results, self.seconds, self.order = {}, {}, []
-        self.rc, self.output = None, []
-
-    def __getitem__(self, task):
-        assert task in self.results, f"task {task!r} did not report; output:\n" + "".join(self.output[-60:])
-        return self.results[task]
-
-    def timing_table(self):
-        return "\n".join(f"{self.seconds[t]:6.1f} s  {t}" for t in self.order)
 
 
 @pytest.fixture(scope="module")
 def run(netkit_vm_inventory):
-    env = dict(
-        os.environ,
-        ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
-        ANSIBLE_STDOUT_CALLBACK="yogurt_test_json",
-        ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
-        ANSIBLE_CALLBACK_PLUGINS=str(CALLBACKS),
-        ANSIBLE_NOCOLOR="1",
-        PYTHONUNBUFFERED="1",
-        PATH=f"{ROOT / '.venv' / 'bin'}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}",
-    )
-    argv = [str(ROOT / ".venv" / "bin" / "ansible-playbook"), "-i", str(netkit_vm_inventory), str(PLAYBOOK)]
-    result = PlaybookRun()
-    start = last = time.monotonic()
-    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    for line in proc.stdout:
-        result.output.append(line)
-        if line.startswith("YOGURT_RESULT "):
-            now = time.monotonic()
-            event = json.loads(line.split(" ", 1)[1])
-            name = event["task"]
-            result.results[name] = dict(event["result"], _status=event["status"])
-            result.seconds[name] = now - last
-            result.order.append(name)
-            last = now
-    result.rc = proc.wait(timeout=900)
-    result.seconds["(whole playbook)"] = time.monotonic() - start
-    result.order.append("(whole playbook)")
-    print("\nnetkit module in the VM, seconds per task:\n" + result.timing_table())
-    return result
+    return run_playbook(netkit_vm_inventory, PLAYBOOK, title="netkit module in the VM")
 
 
 def _json_after(stdout, tag):

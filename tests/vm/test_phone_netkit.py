@@ -18,19 +18,16 @@ Issue 4 (the wire on netkit) and issue 7 (the host cannot reach a yogurt) on net
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
-import subprocess
-import time
 
 import pytest
+from playbook_run import run_playbook  # pylint: disable=import-error  # tests/vm is on sys.path (conftest)
 
 pytestmark = pytest.mark.vm
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PLAYBOOK = ROOT / "tests" / "vm" / "phone_netkit" / "phone_netkit.yml"
-CALLBACKS = ROOT / "tests" / "integration" / "callback_plugins"
 PREFIX = f"vw{os.getpid() % 10000}"
 PHONE_A, PHONE_B = f"{PREFIX}a", f"{PREFIX}b"
 PROBE_1 = "Ping through both phones; try to reach a yogurt from the host, B from A, the host from a yogurt"
@@ -42,60 +39,10 @@ TAMPERED = "Converge after someone tampered with the host sides"
 PING_COUNT = 800  # at 0.05 s: 40 s of ping; the swap task returned after 20-25 s under load (load 3)
 
 
-class PlaybookRun:
-    """Task results by task name, the seconds each took, and the probe's JSON per task."""
-
-    def __init__(self):
-        self.results, self.seconds, self.order = {}, {}, []
-        self.rc, self.output = None, []
-
-    def __getitem__(self, task):
-        assert task in self.results, f"task {task!r} did not report; output:\n" + "".join(self.output[-60:])
-        return self.results[task]
-
-    def probe(self, task, step):
-        """What probe.py printed (its last stdout line) for one step of this task."""
-        return json.loads(self[task]["stdout"].strip().splitlines()[-1])[step]
-
-    def phone(self, task, name):
-        return next(p for p in self[task]["phones"] if p["name"] == name)
-
-    def timing_table(self):
-        return "\n".join(f"{self.seconds[t]:6.1f} s  {t}" for t in self.order)
-
-
 @pytest.fixture(scope="module")
 def run(netkit_vm_inventory):
-    env = dict(
-        os.environ,
-        ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
-        ANSIBLE_STDOUT_CALLBACK="yogurt_test_json",
-        ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
-        ANSIBLE_CALLBACK_PLUGINS=str(CALLBACKS),
-        ANSIBLE_NOCOLOR="1",
-        PYTHONUNBUFFERED="1",
-        PATH=f"{ROOT / '.venv' / 'bin'}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}",
-    )
-    argv = [str(ROOT / ".venv" / "bin" / "ansible-playbook"), "-i", str(netkit_vm_inventory), str(PLAYBOOK),
-            "-e", json.dumps({"vw_prefix": PREFIX, "vw_ping_count": PING_COUNT})]
-    result = PlaybookRun()
-    start = last = time.monotonic()
-    with subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True) as proc:
-        for line in proc.stdout:
-            result.output.append(line)
-            if line.startswith("YOGURT_RESULT "):
-                now = time.monotonic()
-                event = json.loads(line.split(" ", 1)[1])
-                name = event["task"]
-                result.results[name] = dict(event["result"], _status=event["status"])
-                result.seconds[name] = now - last
-                result.order.append(name)
-                last = now
-        result.rc = proc.wait(timeout=900)
-    result.seconds["(whole playbook)"] = time.monotonic() - start
-    result.order.append("(whole playbook)")
-    print(f"\nnetkit phones in the VM (prefix {PREFIX}), seconds per task:\n" + result.timing_table())
+    result = run_playbook(netkit_vm_inventory, PLAYBOOK, {"vw_prefix": PREFIX, "vw_ping_count": PING_COUNT},
+                          title=f"netkit phones in the VM (prefix {PREFIX})")
     with_numbers(result)
     return result
 
