@@ -126,27 +126,43 @@ def _udp_packet(src_ip, dst_ip, dport, payload):
     return header + udp
 
 
+def _udp6_packet(src_ip, dst_ip, dport, payload):
+    src, dst = socket.inet_pton(socket.AF_INET6, src_ip), socket.inet_pton(socket.AF_INET6, dst_ip)
+    length = 8 + len(payload)
+    udp = struct.pack("!HHHH", 40000, dport, length, 0) + payload
+    # UDP over IPv6 must carry a checksum (over the pseudo-header); 0 would be dropped.
+    pseudo = src + dst + struct.pack("!IxxxB", length, socket.IPPROTO_UDP)
+    udp = udp[:6] + struct.pack("!H", _checksum(pseudo + udp) or 0xFFFF) + udp[8:]
+    header = struct.pack("!IHBB", 6 << 28, length, socket.IPPROTO_UDP, 64) + src + dst
+    return header + udp
+
+
 def inject(host_ifname, dst_netns, dst_ip, dst_mac=None, frames=10, wait=0.5):
-    """Write UDP frames for dst_ip on the host-side device (AF_PACKET, with and without qdisc
-    bypass); return how many a socket bound inside the yogurt received (must be 0)."""
-    listener = _in_netns(dst_netns, lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+    """Write UDP frames for dst_ip (IPv4 or IPv6) on the host-side device (AF_PACKET, with and
+    without qdisc bypass); return how many a socket bound inside the yogurt received (must be 0)."""
+    # The source is a documentation address: what matters is only whether a frame gets in.
+    if ipaddress.ip_address(dst_ip).version == 6:
+        family, proto, build, src_ip = socket.AF_INET6, ETH_P_IPV6, _udp6_packet, "2001:db8::66"
+    else:
+        family, proto, build, src_ip = socket.AF_INET, ETH_P_IP, _udp_packet, "192.0.2.66"
+    listener = _in_netns(dst_netns, lambda: socket.socket(family, socket.SOCK_DGRAM))
     listener.bind((dst_ip, 0))
     dport = listener.getsockname()[1]
     listener.setblocking(False)
-    packet = _udp_packet("192.0.2.66", dst_ip, dport, b"injected by the host")
+    packet = build(src_ip, dst_ip, dport, b"injected by the host")
     ifindex = socket.if_nametoindex(host_ifname)
     # SOCK_DGRAM: the kernel builds the link-layer header (Ethernet on veth, none on L3 netkit).
-    raw = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_IP))
+    raw = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(proto))
     sent = 0
     refused_at_send = {}
     try:
-        raw.bind((host_ifname, ETH_P_IP))
+        raw.bind((host_ifname, proto))
         mac = bytes.fromhex(dst_mac.replace(":", "")) if dst_mac else b"\xff" * 6
         for bypass in (0, 1):
             raw.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, bypass)
             for _frame in range(frames):
                 try:
-                    raw.sendto(packet, (host_ifname, ETH_P_IP, 0, 0, mac))
+                    raw.sendto(packet, (host_ifname, proto, 0, 0, mac))
                     sent += 1
                 except OSError as exc:
                     # The device dropped it inside its transmit (a BPF drop reads as ENOBUFS):
@@ -185,8 +201,6 @@ def call_phone(phone, count=3, injection=True, read_mac=None):
         for end in ends:
             for addr in end["addresses"]:
                 iface = ipaddress.ip_interface(addr)
-                if iface.version != 4:
-                    continue
                 mac = read_mac(end) if read_mac else None
                 res = inject(end["host_ifname"], end["netns"], str(iface.ip), mac)
                 checks.append({"check": f"inject on {end['host_ifname']} -> {iface.ip}", "ok": res["received"] == 0,
