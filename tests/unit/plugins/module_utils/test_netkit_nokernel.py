@@ -18,7 +18,6 @@ from ansible_collections.yogurt.phone.plugins.module_utils import netkit as nk
 from ansible_collections.yogurt.phone.plugins.module_utils.netns import create_netns, delete_netns, enter_netns
 
 
-
 def _kernel_has_netkit():
     """Can this kernel create a netkit pair? Asked in a throwaway namespace that dies with `ip`."""
     if os.geteuid() != 0:
