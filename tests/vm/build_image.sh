@@ -11,7 +11,7 @@
 #            that also took the backports kernel.
 #   stock    bookworm with its own 6.1 kernel (no netkit, no tcx) and the same backports tools:
 #            a Debian 12 host on which only bpf_toolchain ran.
-#   trixie   trixie + trixie-backports 7.x kernel (netkit with every attribute), trixie's
+#   trixie   trixie + the trixie-backports 7.x kernel (netkit with every attribute), trixie's
 #            iproute2, bpftool and libbpf.
 # Every flavor has pyroute2 0.9.7 (PyPI) in the system python.
 #
@@ -38,8 +38,10 @@ case "$FLAVOR" in
     SUITE=bookworm
     KERNEL=linux-image-amd64 KERNEL_FROM=bookworm TOOLS_FROM=bookworm-backports ;;
   trixie)
+    # The newest 7.x of trixie-backports (7.3.4 when written): backports moves on and may
+    # drop old versions, so the metapackage, like stock; packages.txt records the version.
     SUITE=trixie
-    KERNEL=linux-image-7.3.4+deb13-amd64 KERNEL_FROM=trixie-backports TOOLS_FROM=trixie ;;
+    KERNEL=linux-image-amd64 KERNEL_FROM=trixie-backports TOOLS_FROM=trixie ;;
   *)
     echo "build_image.sh: unknown flavor '$FLAVOR' (netkit, stock or trixie)" >&2
     exit 2 ;;
