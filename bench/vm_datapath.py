@@ -18,6 +18,7 @@ pass or falls short.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import pathlib
 import statistics
@@ -104,6 +105,37 @@ def report(data, rows, seconds):
     return "\n".join(lines) + "\n"
 
 
+def write_outputs(outdir, data, rows):
+    """results.csv (one row per round, scenario and metric) and plot.png (median ratios, min-max)."""
+    with open(outdir / "results.csv", "w", newline="") as handle:
+        out = csv.writer(handle)
+        out.writerow(["round", "scenario", "metric", "value", "load", "steal_pct"])
+        for number, rnd in enumerate(data["rounds"]):
+            for key, value in sorted(rnd["values"].items()):
+                scenario, metric = key.split("/")
+                out.writerow([number, scenario, metric, value, rnd["load"], rnd["steal_pct"]])
+    try:
+        import matplotlib  # pylint: disable=import-outside-toplevel
+        matplotlib.use("Agg")
+        from matplotlib import pyplot  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        return None
+    labels = [f"{r['metric']}\n{r['scenario']}/{r['baseline']}" for r in rows]
+    medians = [r["median"] for r in rows]
+    errors = [[r["median"] - r["min"] for r in rows], [r["max"] - r["median"] for r in rows]]
+    fig, axes = pyplot.subplots(figsize=(10, 4))
+    axes.bar(range(len(rows)), medians, yerr=errors, capsize=3, color="#6a9fd8")
+    axes.axhline(TARGET, color="#c0392b", linestyle="--", label=f"target {TARGET}x")
+    axes.set_xticks(range(len(rows)), labels, fontsize=7)
+    axes.set_ylabel("median ratio (min-max over rounds)")
+    axes.set_title(f"Datapath in the netkit VM (Linux {data['kernel']}, qemu TCG)")
+    axes.legend()
+    fig.tight_layout()
+    fig.savefig(outdir / "plot.png", dpi=100)
+    pyplot.close(fig)
+    return outdir / "plot.png"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -128,6 +160,7 @@ def main(argv=None):
     text = report(data, rows, args.seconds)
     (outdir / "results.json").write_text(json.dumps({"data": data, "ratios": rows}, indent=1))
     (outdir / "vm.md").write_text(text)
+    write_outputs(outdir, data, rows)
     print(text)
     log(f"done in {time.monotonic() - started:.0f} s: {outdir}")
     return 0
