@@ -16,7 +16,9 @@ import uuid
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-VENV_BIN = ROOT / ".venv" / "bin"
+# The controller that runs the playbooks and modules: .venv, or another venv (YOGURT_VENV=),
+# as the controllers layer of scripts/test does to converge on each ansible-core line.
+VENV_BIN = pathlib.Path(os.environ.get("YOGURT_VENV") or ROOT / ".venv") / "bin"
 BPFFS_ROOT = "/sys/fs/bpf/yogurt"
 
 
