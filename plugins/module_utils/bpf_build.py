@@ -25,6 +25,7 @@ class BuildError(Exception):
 
 
 def _run(argv):
+    """The runner outside a module (build_files: tests, bench); modules pass run_command."""
     proc = subprocess.run(argv, capture_output=True, text=True, check=False)
     return proc.returncode, proc.stdout, proc.stderr
 

@@ -112,8 +112,13 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
+
+    def run(argv):
+        # OSError (no clang) reaches plan_build, which says how to install it.
+        return module.run_command(argv, handle_exceptions=False)
+
     try:
-        plan = plan_build(p["sources"], p["programs"], p["dest"], p["clang"], p["cflags"])
+        plan = plan_build(p["sources"], p["programs"], p["dest"], p["clang"], p["cflags"], run=run)
     except BuildError as exc:
         module.fail_json(msg=str(exc))
     stems = [stem for stem, _path in plan["objects"].items()]
