@@ -184,9 +184,10 @@ def udp_packet(version, src_ip, dst_ip, dport, payload):
 
 
 def garp_packet(claimed_ip, mac):
-    """A gratuitous ARP reply: `claimed_ip` is at `mac` (sender and target IP are the same)."""
+    """A gratuitous ARP reply: `claimed_ip` is at `mac` (sender and target are the same, as Linux
+    requires of a gratuitous reply)."""
     ip = socket.inet_aton(claimed_ip)
-    return struct.pack("!HHBBH6s4s6s4s", 1, ETH_P_IP, 6, 4, 2, mac, ip, BROADCAST_MAC, ip)
+    return struct.pack("!HHBBH6s4s6s4s", 1, ETH_P_IP, 6, 4, 2, mac, ip, mac, ip)
 
 
 def unsolicited_na_packet(claimed_ip, mac):
@@ -557,13 +558,13 @@ def run_reverse(phone, ipr, frames=4, wait=0.25):
                         attempts.insert(0, ("unicast", view[version][0], host_mac))
                     for dest, dst_ip, dst_mac in attempts:
                         index = len(checks)
-                        packet = udp_packet(version, claims[version], dst_ip, port, tagged(marker, index))
+                        packet = udp_packet(version, FORGED_IP[version], dst_ip, port, tagged(marker, index))
                         frame = ether(dst_mac, FORGED_MAC, proto, packet) if l2 else packet
                         counts = {"sent": 0, "refused_at_send": {}}
                         _send_batch(sock, [(frame, (end["cont_ifname"], proto))] * frames, counts)
                         checks.append({"kind": "reverse", "end": end_index, "device": end["cont_ifname"],
                                        "netns": end["netns"], "family": f"IPv{version}", "dest": dest,
-                                       "dst_ip": dst_ip, "src_ip": claims[version], "attempts": frames,
+                                       "dst_ip": dst_ip, "src_ip": FORGED_IP[version], "attempts": frames,
                                        "sent": counts["sent"], "refused_at_send": counts["refused_at_send"],
                                        "reached_udp": 0})
                     # Claim a host-namespace-looking address (the host's gateway, else its own).
@@ -599,13 +600,22 @@ def run_reverse(phone, ipr, frames=4, wait=0.25):
         base = f"{check['attempts']} frames, {check['sent']} sent; reached a UDP socket of the host {check['reached_udp']}"
         check["detail"] = base if check["ok"] else f"{check['reached_udp']} of {check['attempts']} frames reached a " \
                                                    f"UDP socket of the host namespace ({base})"
-    changed = sorted(after ^ before, key=str)
-    checks.append({"kind": "neighbours", "check": "host neighbour table", "ok": not changed,
-                   "changes": [{"ifindex": i, "dst": d, "lladdr": m, "was": (i, d, m) in before} for i, d, m in changed],
-                   "detail": "unchanged" if not changed else
-                   "changed: " + ", ".join(f"{d} lladdr {m or '-'} on ifindex {i} "
-                                           f"{'gone' if (i, d, m) in before else 'added'}" for i, d, m in changed)})
+    checks.append(neighbour_check(before, after))
     return checks
+
+
+def neighbour_check(before, after):
+    """The check that the host's neighbour entries (ifindex, address, lladdr) did not change."""
+    was = {(i, d): m for i, d, m in before}
+    now = {(i, d): m for i, d, m in after}
+    changes = []
+    for key in sorted(set(was) | set(now), key=str):
+        if was.get(key) != now.get(key):
+            changes.append({"ifindex": key[0], "dst": key[1], "before": was.get(key), "after": now.get(key)})
+    text = ", ".join(f"{c['dst']} on ifindex {c['ifindex']}: {c['before'] or 'no entry'} -> {c['after'] or 'no entry'}"
+                     for c in changes)
+    return {"kind": "neighbours", "check": "host neighbour table", "ok": not changes, "changes": changes,
+            "detail": "unchanged" if not changes else f"changed by the yogurts' frames: {text}"}
 
 
 # ---------------------------------------------------------------- the whole call
