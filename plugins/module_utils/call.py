@@ -41,7 +41,7 @@ import struct
 import threading
 import time
 
-from ansible_collections.yogurt.phone.plugins.module_utils.netns import enter_netns
+from ansible_collections.yogurt.phone.plugins.module_utils.netns import NetnsError, enter_netns
 
 ETH_P_ALL = 0x0003
 ETH_P_IP = 0x0800
@@ -60,6 +60,9 @@ MCAST_IP = {4: "224.0.0.1", 6: "ff02::1"}
 FORGED_IP = {4: "192.0.2.66", 6: "2001:db8::66"}
 FORGED_MAC = bytes.fromhex("027967000066")
 
+# A send that fails with these is the device refusing the frame inside its transmit (netkit's
+# primary program dropping it reads as ENOBUFS); any other errno is not a refusal.
+REFUSAL_ERRNOS = ("ENOBUFS",)
 SOCKET_TYPES = (("raw", socket.SOCK_RAW), ("dgram", socket.SOCK_DGRAM))
 DESTINATIONS = ("unicast", "broadcast", "multicast")
 
@@ -350,6 +353,11 @@ def _drain(sock):
             out.append(sock.recvfrom(65535))
         except (BlockingIOError, InterruptedError):
             return out
+        except OSError as exc:
+            # A packet socket bound to a device that is down reports ENETDOWN once (sk_err);
+            # the frames queued before or after are still there to read.
+            if exc.errno != errno.ENETDOWN:
+                raise
 
 
 def _link_of_packet_socket(sock):
@@ -432,7 +440,9 @@ def inject_matrix(end, phone_name=None, frames=4, wait=0.25, refusal_timeout=0.2
                         counts = {"sent": 0, "refused_at_send": {}}
                         before = read_refusals(phone_name)
                         _send_batch(sock, items, counts)
-                        delta = _wait_refusals(phone_name, before, counts["sent"], refusal_timeout)
+                        need = counts["sent"] + sum(v for k, v in counts["refused_at_send"].items()
+                                                    if k in REFUSAL_ERRNOS)
+                        delta = _wait_refusals(phone_name, before, need, refusal_timeout)
                         checks.append({
                             "kind": "inject", "end": end_index, "device": end["host_ifname"], "netns": end["netns"],
                             "cont_ifname": end["cont_ifname"], "family": f"IPv{version}", "socket": label,
@@ -463,10 +473,14 @@ def judge_inject(check, counted=True):
     if check["reached_packet"]:
         problems.append(f"{check['reached_packet']} of {check['attempts']} frames reached a packet socket "
                         f"on {check['cont_ifname']} in the yogurt")
+    other = {k: v for k, v in check["refused_at_send"].items() if k not in REFUSAL_ERRNOS}
+    if other:
+        problems.append("sends failed with " + ", ".join(f"{k} {v}/{check['attempts']}" for k, v in sorted(other.items()))
+                        + " (the frames never left the socket, which is not a refusal by the phone)")
     delta = check["refused_delta"]
-    if counted and (delta is None or delta < check["sent"]):
+    if counted and (delta is None or delta < needed_refusals(check)):
         problems.append(f"the refusal counters moved by {delta if delta is not None else 'nothing (unreadable)'} "
-                        f"for {check['sent']} frames sent")
+                        f"for {needed_refusals(check)} frames ({check['sent']} sent, {refused_send} refused at send)")
     check["ok"] = not problems
     check["check"] = (f"inject end {check['end']} {check['device']} {check['family']} {check['socket']}"
                       f"{'+bypass' if check['bypass'] else ''} {check['dest']} {check['dst_ip']}")
@@ -620,6 +634,24 @@ def neighbour_check(before, after):
 
 # ---------------------------------------------------------------- the whole call
 
+class _stage:  # pylint: disable=invalid-name
+    """A stage of the call that could not run (a device or namespace gone) is a failed check
+    named after the stage; the other stages still run."""
+
+    def __init__(self, checks, name):
+        self.checks = checks
+        self.name = name
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, _tb):
+        if exc is None or not isinstance(exc, (OSError, NetnsError)):
+            return False
+        self.checks.append({"kind": "error", "check": self.name, "ok": False, "detail": f"{type(exc).__name__}: {exc}"})
+        return True
+
+
 def call_phone(phone, count=3, injection=True, reverse=True, frames=4, wait=0.25, ipr=None, wire_state=None):
     """Run the whole call for one normalized phone; returns a result dict with ok True/False."""
     ends = phone["ends"]
@@ -627,20 +659,29 @@ def call_phone(phone, count=3, injection=True, reverse=True, frames=4, wait=0.25
     for src, dst in ((0, 1), (1, 0)):
         for addr in ends[dst]["addresses"]:
             ip = str(ipaddress.ip_interface(addr).ip)
-            replies = ping(ends[src]["netns"], ip, count=count)
+            why = ""
+            try:
+                replies = ping(ends[src]["netns"], ip, count=count)
+            except OSError as exc:  # no route (a device down): no reply, and the reason why
+                if getattr(exc, "errno", None) is None:
+                    raise
+                replies, why = 0, f" ({exc.strerror or exc})"
             checks.append({"kind": "ping", "end": src, "check": f"ping {ends[src]['netns']} -> {ip}",
                            "ok": replies == count, "replies": replies, "count": count,
-                           "detail": f"{replies}/{count} replies"})
+                           "detail": f"{replies}/{count} replies{why}"})
             tcp = tcp_exchange(ends[src]["netns"], ends[dst]["netns"], ip)
             checks.append({"kind": "tcp", "end": src, "check": f"tcp {ends[src]['netns']} -> {ip}", "ok": tcp,
                            "detail": "echo received" if tcp else "no echo"})
     if injection:
         marker = new_marker()
         for end_index, end in enumerate(ends):
-            checks.extend(inject_matrix(end, phone_name=phone["name"], frames=frames, wait=wait, marker=marker,
-                                        end_index=end_index))
+            with _stage(checks, f"injection on end {end_index} ({end['host_ifname']} -> {end['netns']} "
+                                f"{end['cont_ifname']})"):
+                checks.extend(inject_matrix(end, phone_name=phone["name"], frames=frames, wait=wait, marker=marker,
+                                            end_index=end_index))
     if reverse and ipr is not None:
-        checks.extend(run_reverse(phone, ipr, frames=frames, wait=wait))
+        with _stage(checks, "reverse attempts from the yogurts"):
+            checks.extend(run_reverse(phone, ipr, frames=frames, wait=wait))
     result = {"name": phone["name"], "ok": all(c["ok"] for c in checks), "checks": checks}
     result.update(wire_state or {})
     return result
@@ -712,12 +753,21 @@ def summary_line(call):
     return " | ".join(parts)
 
 
+def needed_refusals(check):
+    """How far the refusal counters must move for one injection check: every frame that left the
+    socket, and every send refused with ENOBUFS. A device that drops a frame inside its transmit
+    returns ENOBUFS whoever dropped it: netkit's primary program counts its drop before it
+    returns NETKIT_DROP, while a veth whose peer is down drops without any program (ENOBUFS too,
+    measured on 6.18), which must not pass as a refusal by the phone."""
+    return check["sent"] + sum(v for k, v in check["refused_at_send"].items() if k in REFUSAL_ERRNOS)
+
+
 def _refused(check):
-    """Frames of one injection check accounted for as refused (at send, or by the counters)."""
-    at_send = sum(check["refused_at_send"].values())
+    """Frames of one injection check accounted for as refused by the phone (what the counters show)."""
     delta = check.get("refused_delta")
-    counted = check["sent"] if delta is None else min(max(delta, 0), check["sent"])
-    return at_send + counted
+    if delta is None:
+        return sum(v for k, v in check["refused_at_send"].items() if k in REFUSAL_ERRNOS)
+    return min(max(delta, 0), needed_refusals(check))
 
 
 def _inject_problems(check):
@@ -729,11 +779,15 @@ def _inject_problems(check):
     if check["reached_udp"]:
         out.append((f"frames reached the UDP socket (port {check['port']}) in {check['netns']}",
                     f"{check['reached_udp']}/{check['attempts']}"))
+    other = {k: v for k, v in check["refused_at_send"].items() if k not in REFUSAL_ERRNOS}
+    if other:
+        out.append(("sends failed (not a refusal by the phone)",
+                    " ".join(f"{k} {v}/{check['attempts']}" for k, v in sorted(other.items()))))
     delta = check.get("refused_delta")
-    if delta is None or delta < check["sent"]:
+    if delta is None or delta < needed_refusals(check):
         if not out or delta is not None:
-            out.append(("the refusal counters moved less than the frames sent",
-                        f"+{delta if delta is not None else '?'} for {check['sent']} sent"))
+            out.append(("the refusal counters moved less than the frames sent or refused at send",
+                        f"+{delta if delta is not None else '?'} for {needed_refusals(check)}"))
     return out
 
 

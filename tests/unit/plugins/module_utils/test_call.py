@@ -74,8 +74,10 @@ def test_gratuitous_arp_reply_names_the_claimant_as_sender_and_target():
     ({}, True, "4 frames, 4 sent, 0 refused at send, refusal counters +4; reached UDP 0, packet socket 0"),
     ({"packet": 4}, False, "4 of 4 frames reached a packet socket on yg1-cont"),
     ({"udp": 1}, False, "1 of 4 frames reached the UDP socket"),
-    ({"delta": 3}, False, "the refusal counters moved by 3 for 4 frames sent"),
-    ({"sent": 0, "refused_at_send": {"ENOBUFS": 4}, "delta": 0}, True, "4 refused at send"),
+    ({"delta": 3}, False, "the refusal counters moved by 3 for 4 frames (4 sent, 0 refused at send)"),
+    ({"sent": 0, "refused_at_send": {"ENOBUFS": 4}, "delta": 4}, True, "4 refused at send, refusal counters +4"),
+    # ENOBUFS without the counters moving: a device dropped it, not the phone (a veth whose peer is down).
+    ({"sent": 0, "refused_at_send": {"ENOBUFS": 4}, "delta": 0}, False, "moved by 0 for 4 frames (0 sent, 4 refused"),
     ({"delta": None}, False, "nothing (unreadable)"),
 ])
 def test_judge_inject(kwargs, ok, words):
@@ -106,7 +108,8 @@ def test_summary_line_says_what_reached_the_yogurt():
 
 
 def test_summary_line_on_netkit_counts_refusals_at_send():
-    checks = [inject_check(sent=0, refused_at_send={"ENOBUFS": 4}, delta=0) for _ in range(24)]
+    # netkit's primary program counts its drop, then the send fails with ENOBUFS.
+    checks = [inject_check(sent=0, refused_at_send={"ENOBUFS": 4}, delta=4) for _ in range(24)]
     line = call.summary_line(a_call(checks, backend="netkit", attach_mode="netkit", reason="Linux 6.12 has netkit"))
     assert line.startswith("phone: netkit (Linux 6.12 has netkit) | ping 3/3 3/3 | tcp ok ok | ")
     assert "injection refused 96/96 (0 reached)" in line
@@ -137,7 +140,7 @@ def test_failure_lines_for_ping_counters_and_errors():
     assert lines == [
         "host h, phone phone, end 1: ping yogurt-2 -> 10.42.0.1: 0/3 replies",
         "host h, phone phone, end 0, host device yg1-host: injection the refusal counters moved less than the "
-        "frames sent: IPv4 raw unicast +1 for 4 sent",
+        "frames sent or refused at send: IPv4 raw unicast +1 for 4",
         "host h, phone phone, call: NetnsError: network namespace 'yogurt-2' does not exist",
     ]
 
@@ -190,3 +193,11 @@ def test_refusals_are_every_refused_counter_summed_by_name(monkeypatch):
     assert call.read_refusals("p1") == 2 + 1 + 10 + 4
     assert call.read_refusals("p2") is None
     assert call.read_refusals(None) is None
+
+
+def test_a_send_failing_for_another_reason_than_a_refusal_fails_the_check():
+    check = inject_check(sent=0, refused_at_send={"ENETDOWN": 4}, delta=0)
+    assert not check["ok"] and "sends failed with ENETDOWN 4/4" in check["detail"]
+    line = call.failure_lines(a_call([check]))[0]
+    assert line.endswith("injection sends failed (not a refusal by the phone): IPv4 raw unicast ENETDOWN 4/4"), line
+    assert "injection refused 0/4" in call.summary_line(a_call([check]))
