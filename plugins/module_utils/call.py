@@ -509,7 +509,7 @@ def host_view(ipr, host_ifnames):
     for msg in ipr.get_addr():
         if msg["index"] in own:
             continue
-        ip = ipaddress.ip_address(msg.get_attr("IFA_ADDRESS"))
+        ip = ipaddress.ip_address(msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS"))
         if ip.is_loopback or ip.is_link_local or ip.is_multicast:
             continue
         view[ip.version].append(str(ip))
