@@ -20,14 +20,14 @@ description:
     to C(ff:ff:ff:ff:ff:ff); IPv6 C(ff02::1) in an Ethernet broadcast) and to a multicast group
     (IPv4 C(224.0.0.1) to C(01:00:5e:00:00:01), IPv6 C(ff02::1) to C(33:33:00:00:00:01)), for each
     address family of the end. This forces the device and never relies on routing."
-  - Inside the yogurt, a UDP socket bound to the targeted port on the wildcard address (the
+  - "Inside the yogurt, a UDP socket bound to the targeted port on the wildcard address (the
     multicast group joined) and a packet socket (ETH_P_ALL) on the yogurt's device listen.
     Only frames that carry this run's random marker count, so the yogurt's own traffic does not.
     Both must see none, and the phone's refusal counters (the sum of every C(refused*)
     counter of the wire) must move by at least the number of frames that left the socket plus
     the sends refused with ENOBUFS (netkit refuses inside its transmit, after its program counted
     the drop). ENOBUFS alone is no proof: a veth whose peer is down returns it too, with no
-    program involved. Any other failed send fails the check.
+    program involved. Any other failed send fails the check."
   - "Reverse, yogurt to host: from inside each yogurt, raw frames with a forged source MAC and
     IP (unicast to an address of the host namespace, when it has one, broadcast and multicast)
     and a gratuitous ARP (IPv4) or unsolicited neighbour advertisement (IPv6) claiming the

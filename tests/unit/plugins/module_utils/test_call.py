@@ -95,7 +95,7 @@ def test_judge_inject_without_counters_judges_only_what_arrived():
 
 
 def test_summary_line_of_a_passing_call():
-    reverse = [{"kind": "reverse", "attempts": 4, "reached_udp": 0, "ok": True} for _ in range(6)]
+    reverse = [{"kind": "reverse", "attempts": 4, "reached_udp": 0, "ok": True}] * 6
     neigh = call.neighbour_check(set(), set())
     line = call.summary_line(a_call(matrix() + reverse + [neigh]))
     assert line == ("phone: veth/tcx (Linux 6.18 has no netkit) | ping 3/3 3/3 | tcp ok ok | "
@@ -109,7 +109,7 @@ def test_summary_line_says_what_reached_the_yogurt():
 
 def test_summary_line_on_netkit_counts_refusals_at_send():
     # netkit's primary program counts its drop, then the send fails with ENOBUFS.
-    checks = [inject_check(sent=0, refused_at_send={"ENOBUFS": 4}, delta=4) for _ in range(24)]
+    checks = [inject_check(sent=0, refused_at_send={"ENOBUFS": 4}, delta=4, dest=d) for d in call.DESTINATIONS * 8]
     line = call.summary_line(a_call(checks, backend="netkit", attach_mode="netkit", reason="Linux 6.12 has netkit"))
     assert line.startswith("phone: netkit (Linux 6.12 has netkit) | ping 3/3 3/3 | tcp ok ok | ")
     assert "injection refused 96/96 (0 reached)" in line
