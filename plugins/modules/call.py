@@ -8,18 +8,36 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: call
-short_description: Place a test call through yogurt-phones and try to break in from the host
+short_description: Place a test call through yogurt-phones and try to break in, both ways
 version_added: 0.1.0
 description:
   - For every present phone, from each yogurt to every address of the other one, sends
     ICMP echo requests and makes a TCP exchange (a listener opened inside the far yogurt
     echoes a payload back).
-  - Then, from the host namespace, writes UDP frames for each yogurt's IPv4 addresses on
-    the host-side device through an AF_PACKET socket, with and without qdisc bypass. This
-    forces the device and never relies on routing. A socket inside the yogurt must receive
-    none of them.
-  - Fails when a ping or TCP exchange does not get through, or when an injected frame
-    arrives. Packets only ever go to addresses inside the phones' own namespaces.
+  - "Injection, host to yogurt: on each host-side device, from the host namespace, writes UDP
+    frames through AF_PACKET sockets, SOCK_RAW and SOCK_DGRAM, each with and without
+    PACKET_QDISC_BYPASS, to the yogurt's unicast address, to broadcast (IPv4 C(255.255.255.255)
+    to C(ff:ff:ff:ff:ff:ff); IPv6 C(ff02::1) in an Ethernet broadcast) and to a multicast group
+    (IPv4 C(224.0.0.1) to C(01:00:5e:00:00:01), IPv6 C(ff02::1) to C(33:33:00:00:00:01)), for each
+    address family of the end. This forces the device and never relies on routing."
+  - "Inside the yogurt, a UDP socket bound to the targeted port on the wildcard address (the
+    multicast group joined) and a packet socket (ETH_P_ALL) on the yogurt's device listen.
+    Only frames that carry this run's random marker count, so the yogurt's own traffic does not.
+    Both must see none, and the phone's refusal counters (the sum of every C(refused*)
+    counter of the wire) must move by at least the number of frames that left the socket plus
+    the sends refused with ENOBUFS (netkit refuses inside its transmit, after its program counted
+    the drop). ENOBUFS alone is no proof: a veth whose peer is down returns it too, with no
+    program involved. Any other failed send fails the check."
+  - "Reverse, yogurt to host: from inside each yogurt, raw frames with a forged source MAC and
+    IP (unicast to an address of the host namespace, when it has one, broadcast and multicast)
+    and a gratuitous ARP (IPv4) or unsolicited neighbour advertisement (IPv6) claiming the
+    host's default gateway (else its own address). No UDP socket of the host namespace may
+    receive one and the host's neighbour entries for those addresses, for the forged MAC and
+    on the phone's host-side devices must not change."
+  - Fails when any check fails; the message names the host, phone, end, device, check and
+    numbers, one line per failed check. Packets only ever go to addresses inside the phones'
+    own namespaces or to the host's own addresses, and frames are only written on the phones'
+    own devices.
   - Changes nothing on the host, so it always reports C(changed=false). In check mode it
     runs nothing and reports nothing.
 author:
@@ -34,7 +52,31 @@ options:
     type: int
     default: 3
   injection:
-    description: Whether to make the injection attempt from the host namespace.
+    description: Whether to make the injection attempts from the host namespace.
+    type: bool
+    default: true
+  reverse:
+    description: Whether to make the attempts from the yogurts towards the host namespace.
+    type: bool
+    default: true
+  frames:
+    description: Frames per injection or reverse check (one check is one device, family,
+      socket type, bypass setting and destination).
+    type: int
+    default: 4
+  wait:
+    description: Seconds to wait after the last frame of an end before the listeners are read.
+    type: float
+    default: 0.25
+  host:
+    description: Name of the host, put in front of every summary line and failure (for example
+      C(inventory_hostname)).
+    type: str
+  fail_on_failure:
+    description:
+      - Whether a failed check fails the module. With V(false) the module returns RV(ok),
+        RV(summary) and RV(failures) and a later task decides (what the role and
+        C(playbooks/call.yml) do, so that the summary is printed first).
     type: bool
     default: true
 attributes:
@@ -54,9 +96,42 @@ EXAMPLES = r"""
 - name: Call through every phone of the inventory
   yogurt.phone.call:
     phones: "{{ yogurt_phones }}"
+    host: "{{ inventory_hostname }}"
+    fail_on_failure: false
+  register: call
+
+- name: One line per phone
+  ansible.builtin.debug:
+    msg: "{{ call.summary }}"
+
+- name: Fail with the checks that failed
+  ansible.builtin.fail:
+    msg: "{{ call.failures | join('; ') }}"
+  when: not call.ok
 """
 
 RETURN = r"""
+ok:
+  description: Whether every check of every phone passed.
+  returned: unless in check mode
+  type: bool
+summary:
+  description: One line per phone, readable at a glance (host, phone, backend and why, ping and
+    TCP both ways, injection attempts refused, reverse attempts kept out).
+  returned: always
+  type: list
+  elements: str
+  sample: ["host1 phone: veth/tcx (Linux 6.18 has no netkit) | ping 3/3 3/3 | tcp ok ok |
+    injection refused 96/96 (0 reached) | reverse kept out 32/32, neighbours unchanged"]
+failures:
+  description: One line per failed check, naming host, phone, end, device, check and numbers.
+  returned: always
+  type: list
+  elements: str
+  sample: ["host host1, phone phone: end 0 (host device yg1-host -> yogurt-1 yg1-cont), injection
+    IPv4 raw with qdisc bypass to unicast 10.42.0.1: 4 of 4 frames reached a packet socket on
+    yg1-cont in the yogurt (4 frames, 4 sent, 0 refused at send, refusal counters +4; reached UDP 0,
+    packet socket 4)"]
 calls:
   description: One entry per present phone.
   returned: always
@@ -69,27 +144,54 @@ calls:
     ok:
       description: Whether every check passed.
       type: bool
+    backend:
+      description: V(veth) or V(netkit), as read from the phone's wire (null if none is found).
+      type: str
+    attach_mode:
+      description: V(tcx), V(tc) or V(netkit), as read from the phone's wire.
+      type: str
+    reason:
+      description: Why the phone is on that backend, in a few words.
+      type: str
+      sample: Linux 6.18 has no netkit
+    summary:
+      description: The phone's line of RV(summary).
+      type: str
     checks:
-      description: Each check with C(ok) and a C(detail) line.
+      description:
+        - Each check with C(kind) (V(ping), V(tcp), V(inject), V(reverse), V(neighbours), V(error)),
+          C(check) (its name), C(ok) and a C(detail) line.
+        - Injection checks also carry C(end), C(device) (host side), C(netns), C(cont_ifname),
+          C(family), C(socket) (V(raw) or V(dgram)), C(bypass), C(dest) (V(unicast), V(broadcast),
+          V(multicast)), C(dst_ip), C(port), C(attempts), C(sent), C(refused_at_send) (errno name
+          to count), C(refused_delta) (how much the sum of the phone's C(refused*) counters moved;
+          null without counters), C(reached_udp) and C(reached_packet).
+        - Reverse checks carry C(end), C(device) (yogurt side), C(netns), C(family), C(dest),
+          C(dst_ip), C(src_ip), C(attempts), C(sent), C(refused_at_send), C(reached_udp); the
+          V(neighbours) check carries C(changes).
       type: list
       elements: dict
-      sample: [{"check": "ping yogurt-1 -> 10.42.0.2", "ok": true, "detail": "3/3 replies"}]
+      sample: [{"kind": "ping", "check": "ping yogurt-1 -> 10.42.0.2", "ok": true, "detail": "3/3 replies"}]
 """
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.yogurt.phone.plugins.module_utils.call import call_phone
-from ansible_collections.yogurt.phone.plugins.module_utils.links import HAS_PYROUTE2, open_ipr, read_namespace
+from ansible_collections.yogurt.phone.plugins.module_utils.call import (
+    backend_reason, call_phone, failure_lines, short_kernel, summary_line)
+from ansible_collections.yogurt.phone.plugins.module_utils.links import HAS_PYROUTE2, open_ipr
 from ansible_collections.yogurt.phone.plugins.module_utils.phone_model import PhoneInputError, normalize_phones
 
 
-def read_cont_mac(end):
-    ipr = open_ipr(end["netns"])
+def wire_state(phone, kernel):
+    """backend, attach_mode and reason of a phone, read from its pinned wire."""
     try:
-        dev = read_namespace(ipr).get(end["cont_ifname"])
-        return dev["mac"] if dev else None
-    finally:
-        ipr.close()
+        from ansible_collections.yogurt.phone.plugins.module_utils import wire
+        info = wire.read_wire(phone["name"])
+    except Exception:  # pylint: disable=broad-except
+        info = {}
+    backend, mode = info.get("backend"), info.get("attach_mode")
+    return {"backend": backend, "attach_mode": mode,
+            "reason": backend_reason(phone.get("backend"), backend, kernel, mode)}
 
 
 def main():
@@ -98,28 +200,50 @@ def main():
             phones=dict(type="list", elements="raw"),
             count=dict(type="int", default=3),
             injection=dict(type="bool", default=True),
+            reverse=dict(type="bool", default=True),
+            frames=dict(type="int", default=4),
+            wait=dict(type="float", default=0.25),
+            host=dict(type="str"),
+            fail_on_failure=dict(type="bool", default=True),
         ),
         supports_check_mode=True,
     )
+    params = module.params
     try:
-        phones = [p for p in normalize_phones(module.params["phones"]) if p["state"] == "present"]
+        phones = [p for p in normalize_phones(params["phones"]) if p["state"] == "present"]
     except PhoneInputError as exc:
         module.fail_json(msg="invalid yogurt_phones: " + "; ".join(exc.problems))
     if module.check_mode:
-        module.exit_json(changed=False, calls=[], skipped=True, msg="check mode: no call placed")
+        module.exit_json(changed=False, calls=[], summary=[], failures=[], skipped=True,
+                         msg="check mode: no call placed")
+    kernel = short_kernel()
+    host = params["host"]
+    ipr = open_ipr() if HAS_PYROUTE2 and params["reverse"] else None
     calls = []
-    for phone in phones:
-        try:
-            calls.append(call_phone(phone, count=module.params["count"], injection=module.params["injection"],
-                                    read_mac=read_cont_mac if HAS_PYROUTE2 else None))
-        except OSError as exc:
-            calls.append({"name": phone["name"], "ok": False,
-                          "checks": [{"check": "call", "ok": False, "detail": f"{exc}"}]})
-    failed = [f"phone '{c['name']}': " + ", ".join(f"{x['check']} ({x['detail']})" for x in c["checks"] if not x["ok"])
-              for c in calls if not c["ok"]]
-    if failed:
-        module.fail_json(msg="the call failed: " + "; ".join(failed), calls=calls)
-    module.exit_json(changed=False, calls=calls)
+    try:
+        for phone in phones:
+            state = wire_state(phone, kernel)
+            try:
+                calls.append(call_phone(phone, count=params["count"], injection=params["injection"],
+                                        reverse=params["reverse"], frames=params["frames"], wait=params["wait"],
+                                        ipr=ipr, wire_state=state))
+            except Exception as exc:  # pylint: disable=broad-except
+                # A broken phone (a device or namespace gone) is a failed check, not a traceback.
+                calls.append(dict(state, name=phone["name"], ok=False, checks=[
+                    {"kind": "error", "check": "call", "ok": False, "detail": f"{type(exc).__name__}: {exc}"}]))
+    finally:
+        if ipr is not None:
+            ipr.close()
+    prefix = f"{host} " if host else ""
+    failures = []
+    for call in calls:
+        call["summary"] = prefix + summary_line(call)
+        failures.extend(failure_lines(call, host=host))
+    result = dict(changed=False, ok=not failures, calls=calls, summary=[c["summary"] for c in calls],
+                  failures=failures)
+    if failures and params["fail_on_failure"]:
+        module.fail_json(msg="the call failed: " + "; ".join(failures), **result)
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":
