@@ -193,7 +193,7 @@ def test_traffic_flows_only_through_the_wire(phone):
 
     res = phone.wire()
     assert res.changed
-    assert len(res["links"]) == 6 and not any(link["defunct"] for link in res["links"])
+    assert len(res["links"]) == 4 and not any(link["defunct"] for link in res["links"])
     assert phone.ping(0) == 3 and phone.ping(1) == 3
 
     again = phone.wire()
