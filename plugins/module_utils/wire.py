@@ -350,7 +350,7 @@ def _attached_here(link_id, ifindex, attach_type, netns, have=None):
 
 
 def _converge_link(spot, have, obj, tag, pdir, check_mode):
-    """One pinned bpf_link (tcx or netkit): keep, update its program, or attach anew."""
+    """One pinned bpf_link (tcx, netkit or xdp): keep, update its program, or attach anew."""
     pin, prog, attach, ifname, ifindex = spot["pin"], spot["prog"], spot["attach"], spot["ifname"], spot["ifindex"]
     path = f"{pdir}/{pin}"
     if have and have["attach_type"] == attach and _attached_here(have["id"], ifindex, attach, spot["netns"], have):
