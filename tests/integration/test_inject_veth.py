@@ -31,7 +31,7 @@ import time
 import pytest
 
 from ansible_collections.yogurt.phone.plugins.module_utils import bpf, wire
-from test_wire_veth import Phone, netns_run, objects  # noqa: F401  (objects: a fixture)
+from test_wire_veth import Phone, netns_run
 
 MAGIC = b"yogurt-inject-probe"
 PORT = 5600
@@ -144,7 +144,8 @@ def ipv6_udp(src, dst, port=PORT, payload=MAGIC):
 
 
 def arp(op, sha, spa, tha, tpa):
-    mac = lambda m: bytes.fromhex(m.replace(":", ""))  # noqa: E731
+    def mac(text):
+        return bytes.fromhex(text.replace(":", ""))
     return struct.pack("!HHBBH", 1, 0x0800, 6, 4, op) + mac(sha) + socket.inet_aton(spa) + mac(tha) + socket.inet_aton(tpa)
 
 
@@ -237,7 +238,7 @@ def ethtool(sandbox, *args):
 
 
 @pytest.fixture(params=["tcx", "tc"])
-def wired(request, sandbox, prefix, objects):  # noqa: F811
+def wired(request, sandbox, prefix, objects):
     """A phone wired in one attach mode (tc: forced, as on kernels < 6.6)."""
     phone = Phone(sandbox, prefix, objects["base"])
     res = phone.wire(attach=request.param)
@@ -335,7 +336,7 @@ def test_yogurt_frames_reach_nothing_of_the_host(wired, request):
                     f"bypass 0/1), host UDP sockets 0, neighbour table unchanged, wire carried +{carried}")
 
 
-def test_host_side_knobs_do_not_open_a_path(sandbox, prefix, objects, request):  # noqa: F811
+def test_host_side_knobs_do_not_open_a_path(sandbox, prefix, objects, request):
     """TSO, tx queues and a big MTU on the host side, as root in the host namespace can set them."""
     if not shutil.which("ethtool"):
         pytest.fail("ethtool is missing: ./scripts/setup --test installs it")

@@ -22,7 +22,8 @@ import time
 import pytest
 
 from test_inject_veth import FRAMES, inject, ipv4_udp, listening, refusals
-from test_wire_veth import Phone, _build, _pins, netns_run, objects  # noqa: F401  (objects: a fixture)
+from conftest import build_object
+from test_wire_veth import Phone, _pins, netns_run
 
 LEGACY = pathlib.Path(__file__).resolve().parent / "legacy" / "wire_veth.bpf.c"
 LEGACY_COMMIT = "9f0cdf5"
@@ -40,7 +41,7 @@ def legacy(tmp_path_factory):
     if archive.returncode != 0:
         pytest.fail(f"git archive {LEGACY_COMMIT} failed (a checkout with history is needed): {archive.stderr}")
     subprocess.run(["tar", "-x", "-C", str(coll)], input=archive.stdout, check=True)
-    return _build(LEGACY, tree / "obj"), str(tree)
+    return build_object(LEGACY, tree / "obj"), str(tree)
 
 
 def legacy_wire(sandbox, phone, coll, obj, mode):
@@ -74,7 +75,7 @@ def xdp_name(ns, dev):
 
 
 @pytest.mark.parametrize("mode", ["tcx", "tc"])
-def test_a_phone_of_the_old_object_is_migrated(sandbox, prefix, objects, legacy, mode):  # noqa: F811
+def test_a_phone_of_the_old_object_is_migrated(sandbox, prefix, objects, legacy, mode):
     phone = Phone(sandbox, prefix, objects["base"])
     sbx = sandbox.name
     res = legacy_wire(sandbox, phone, legacy[1], legacy[0], mode)

@@ -12,13 +12,11 @@ ever sent between those namespaces.
 import json
 import pathlib
 import subprocess
-import sys
 import time
 
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-BPF_DIR = ROOT / "bpf"
 PIN_ROOT = pathlib.Path("/sys/fs/bpf/yogurt")
 MARKER = 0x79677274  # WIRE_MARK in bpf/wire.h
 
@@ -80,28 +78,6 @@ for _ in range(int(sys.argv[3])):
         pass
 print(sent)
 """
-
-
-def _build(src, outdir):
-    proc = subprocess.run([sys.executable, str(BPF_DIR / "build.py"), str(src), str(outdir)],
-                          capture_output=True, text=True, check=False)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout.strip()
-
-
-@pytest.fixture(scope="session")
-def objects(tmp_path_factory):
-    """The veth object, and a variant whose wire_in differs by one instruction."""
-    out = tmp_path_factory.mktemp("bpf")
-    base = _build(BPF_DIR / "wire_veth.bpf.c", out / "base")
-    variant_dir = out / "variant"
-    variant_dir.mkdir()
-    (variant_dir / "wire.h").write_text((BPF_DIR / "wire.h").read_text())
-    src = (BPF_DIR / "wire_veth.bpf.c").read_text()
-    assert "skb->priority = 0;" in src
-    (variant_dir / "wire_veth.bpf.c").write_text(src.replace("skb->priority = 0;", "skb->priority = 1;"))
-    variant = _build(variant_dir / "wire_veth.bpf.c", out / "variant_out")
-    return {"base": base, "variant": variant}
 
 
 def netns_run(ns, argv):
