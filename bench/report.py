@@ -12,10 +12,11 @@ import json
 from datapath import METRICS, SCENARIOS
 
 METRIC_LABEL = {"tput_1": "iperf3 1 stream", "tput_2": "iperf3 2 streams", "tcp_rr": "TCP_RR", "tcp_crr": "TCP_CRR"}
-# Datapath targets of issue 8: the phone >= 0.95x the plain veth pair it is made of, on
-# throughput and TCP_RR.
-TPUT_VS_VETH = 0.95
-RR_VS_VETH = 0.95
+# Datapath targets: the phone >= 0.98x the plain veth pair it is made of on 1-stream
+# throughput, TCP_RR and TCP_CRR (issue 13; issue 8 asked 0.95x); 2 streams keep 0.95x.
+TPUT_VS_VETH = 0.98
+TPUT2_VS_VETH = 0.95
+RR_VS_VETH = 0.98
 
 
 def _jsonable(obj):
@@ -50,9 +51,9 @@ def targets(data):
                     f"(routed: {checks['ttl']['routed']['received_ttl']})", ttl["received_ttl"] == ttl["sent_ttl"]))
         rc = checks["runcnt"]
         out.append(("BPF run count = packets", f"wire_in {rc['run_cnt']['wire_in']} = yogurt tx {rc['cont_tx_packets']}"
-                    f" = forwarded {rc['wire_forwarded']}; guard_in {rc['run_cnt']['guard_in']} = yogurt rx "
-                    f"{rc['cont_rx_packets']}; wire_out {rc['run_cnt']['wire_out']}", rc["ok"]))
-        for metric, floor in (("tput_1", TPUT_VS_VETH), ("tput_2", TPUT_VS_VETH), ("tcp_rr", RR_VS_VETH),
+                    f" = forwarded {rc['wire_forwarded']} = yogurt rx {rc['cont_rx_packets']}; guard_xdp "
+                    f"{rc['run_cnt']['guard_xdp']} (the wire's packets pass no XDP)", rc["ok"]))
+        for metric, floor in (("tput_1", TPUT_VS_VETH), ("tput_2", TPUT2_VS_VETH), ("tcp_rr", RR_VS_VETH),
                               ("tcp_crr", RR_VS_VETH)):
             r = summ[("phone", metric)]["ratio_veth"]
             out.append((f"{METRIC_LABEL[metric]}: phone >= {floor} x plain veth (median of rounds)",
@@ -192,8 +193,8 @@ def markdown(data):
             lines.append(f"| {name} | {b['per_packet']:.2f} | {b['packets_per_transaction']:.2f} | "
                          f"{b['per_transaction']:.2f} | {t['received_ttl']} |")
         rc = dp["checks"]["runcnt"]
-        lines += ["", f"BPF run counts ({rc['stats_via']}): wire_in {rc['run_cnt']['wire_in']}, guard_in "
-                  f"{rc['run_cnt']['guard_in']}, wire_out {rc['run_cnt']['wire_out']}; yogurt devices sent "
+        lines += ["", f"BPF run counts ({rc['stats_via']}): wire_in {rc['run_cnt']['wire_in']}, guard_xdp "
+                  f"{rc['run_cnt']['guard_xdp']}; yogurt devices sent "
                   f"{rc['cont_tx_packets']} and received {rc['cont_rx_packets']} packets; the wire counted "
                   f"{rc['wire_forwarded']}. Cost: " + ", ".join(
                       f"{p} {v:.0f} ns" for p, v in rc["ns_per_run"].items() if v) + " per run.", ""]

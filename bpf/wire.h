@@ -2,7 +2,7 @@
 /* Copyright: Contributors to the yogurt.phone collection */
 /* What both wire programs share: the two maps (pinned per phone under
  * /sys/fs/bpf/yogurt/<phone>/, filled and read by plugins/module_utils/wire.py)
- * and the counter slots. Only struct __sk_buff is touched, so no kernel
+ * and the counter slots. Only struct __sk_buff (and xdp_md) are used, so no kernel
  * headers are needed: <linux/bpf.h> (uapi) and libbpf's bpf_helpers.h suffice. */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -24,9 +24,10 @@ struct {
 enum {
 	C_FWD_PKTS = 0,		/* + 2 * direction */
 	C_FWD_BYTES = 1,	/* + 2 * direction */
-	C_REFUSED = 4,		/* sent towards a yogurt without the wire's marker */
+	C_REFUSED = 4,		/* sent towards a yogurt by the host, not by the wire */
 	C_UNKNOWN = 5,		/* sent by a device missing from wires */
-	C_REFUSED_GUARD = 6,	/* veth only: stopped by the yogurt-side guard */
+	/* 6, 7: free (6 was refused_guard, fed by the tcx guard_in that the XDP
+	 * guard replaced). C_SLOTS stays 8: pinned maps of older phones are reused. */
 	C_SLOTS = 8,
 };
 
@@ -37,7 +38,7 @@ struct {
 	__type(value, __u64);
 } counters SEC(".maps");
 
-/* The marker: proof that a packet came through the wire program. */
+/* The marker: proof that a packet came through the wire program (netkit: cb[0]). */
 #define WIRE_MARK 0x79677274	/* "ygrt" */
 
 static __always_inline void count(__u32 slot, __u64 n)

@@ -30,16 +30,19 @@ ATTACH_TYPES = {
     "tcx_egress": 47,
     "netkit_primary": 54,
     "netkit_peer": 55,
+    "xdp": 37,          # BPF_XDP: a native XDP bpf_link (Linux >= 5.9), see link_create
 }
 ATTACH_NAMES = {v: k for k, v in ATTACH_TYPES.items()}
-LINK_TYPES = {11: "tcx", 13: "netkit"}
+LINK_TYPES = {6: "xdp", 11: "tcx", 13: "netkit"}
 PROG_TYPE_SCHED_CLS = 3
+XDP_FLAGS_DRV_MODE = 4  # native (driver) XDP, never the generic (skb) fallback
 
 # bpf(2) commands used through the raw syscall.
 _BPF_OBJ_GET_INFO_BY_FD = 15
 _BPF_PROG_QUERY = 16
 _BPF_PROG_GET_FD_BY_ID = 13
 _BPF_PROG_LOAD = 5
+_BPF_LINK_DETACH = 34
 _SYS_BPF = {"x86_64": 321, "aarch64": 280, "riscv64": 280, "ppc64le": 361, "s390x": 351, "armv7l": 386}
 
 
@@ -229,16 +232,19 @@ def prog_info(fd):
 
 
 def link_info(fd):
-    """{'id', 'type', 'prog_id', 'ifindex', 'attach_type'} of a tcx/netkit link fd.
+    """{'id', 'type', 'prog_id', 'ifindex', 'attach_type'} of a tcx/netkit/xdp link fd.
 
-    ifindex 0 means the device is gone (the link is defunct). For a netkit peer link
-    the kernel reports the container-side ifindex; use prog_query to locate links.
+    ifindex 0 means the device is gone or the link was detached (it is defunct). For a
+    netkit peer link the kernel reports the container-side ifindex; use prog_query to
+    locate links. An XDP link reports only its ifindex (bpf_link_info.xdp): which
+    namespace it is in is not said, so check the device's IFLA_XDP too (xdp_query).
     """
     raw = _obj_info(fd, 128, "reading link info")
     ltype, lid, prog_id = struct.unpack_from("=III", raw, 0)
     ifindex, attach = struct.unpack_from("=II", raw, 16)
-    return {"id": lid, "type": LINK_TYPES.get(ltype, str(ltype)), "prog_id": prog_id,
-            "ifindex": ifindex, "attach_type": ATTACH_NAMES.get(attach, str(attach))}
+    kind = LINK_TYPES.get(ltype, str(ltype))
+    return {"id": lid, "type": kind, "prog_id": prog_id, "ifindex": ifindex,
+            "attach_type": "xdp" if kind == "xdp" else ATTACH_NAMES.get(attach, str(attach))}
 
 
 def map_info(fd):
@@ -303,18 +309,80 @@ def _attach_hint(attach_type, err=None):
             return "this kernel may lack netkit (Linux >= 6.7 with CONFIG_NETKIT)"
     if kind.startswith("tcx") and err == errno_mod.EINVAL:
         return "tcx needs Linux >= 6.6; on older kernels attach as tc clsact filters (wire attach: tc)"
+    if kind == "xdp":
+        if err in (errno_mod.EBUSY, errno_mod.EEXIST):
+            return ("another XDP program is attached to that device (ip link show shows it): remove it "
+                    "(ip link set dev DEVICE xdp off, in its namespace) and run again")
+        if err == errno_mod.ERANGE:
+            return "the peer's MTU is too large for XDP on this device: lower the phone's mtu"
+        if err == errno_mod.ENOSPC:
+            return ("the host-side device has more tx queues than this device has rx queues: "
+                    "recreate the pair with equal queue counts (or ethtool -L)")
+        if err in (errno_mod.EOPNOTSUPP, errno_mod.EINVAL):
+            return "native XDP bpf_links need Linux >= 5.9 and a driver with XDP (veth has it)"
     if err == errno_mod.ENODEV:
         return "no device has that ifindex in this network namespace (was it deleted or recreated?)"
     return None
 
 
 def link_create(prog_fd, ifindex, attach_type):
-    """Attach prog_fd at ifindex (resolved in the calling thread's netns); returns the link fd."""
-    ret = lib().bpf_link_create(prog_fd, ifindex, ATTACH_TYPES[attach_type], None)
+    """Attach prog_fd at ifindex (resolved in the calling thread's netns); returns the link fd.
+
+    attach_type 'xdp' creates a native XDP link (flags XDP_FLAGS_DRV_MODE: it fails rather
+    than fall back to generic XDP, which would also see packets redirected to the device).
+    """
+    opts = None
+    if attach_type == "xdp":
+        # struct bpf_link_create_opts {size_t sz; __u32 flags; ...}: libbpf reads no further than sz.
+        opts = ctypes.create_string_buffer(struct.pack("=QI4x", 16, XDP_FLAGS_DRV_MODE), 16)
+    ret = lib().bpf_link_create(prog_fd, ifindex, ATTACH_TYPES[attach_type], opts)
     if ret < 0:
         err = -ret if ret != -1 else ctypes.get_errno()
         _fail(err, f"attaching a {attach_type} link on ifindex {ifindex}", _attach_hint(attach_type, err))
     return ret
+
+
+def link_detach(link_fd):
+    """Detach a link now (BPF_LINK_DETACH), before its last reference goes.
+
+    Unpinning alone detaches too, but later: bpffs drops its reference after an RCU grace
+    period and the link is released from a workqueue. A link that is already defunct
+    (device gone, or detached by hand) is fine.
+    """
+    attr = ctypes.create_string_buffer(8)
+    struct.pack_into("=I", attr, 0, link_fd)
+    try:
+        _sys_bpf(_BPF_LINK_DETACH, attr, "detaching a link")
+    except BpfError as exc:
+        if exc.errno not in (errno_mod.ENOLINK, errno_mod.EINVAL, errno_mod.EOPNOTSUPP, errno_mod.ENODEV):
+            raise
+
+
+def xdp_query(ipr, ifindex):
+    """{'mode', 'drv_prog_id', 'skb_prog_id'} of ifindex's XDP (netns of `ipr`); None if no such device.
+
+    mode: 0 none, 1 native (driver), 2 generic (skb), 3 offload, 4 several. BPF_PROG_QUERY
+    does not answer for XDP; this is IFLA_XDP over netlink, as `ip link show` reads it.
+    """
+    try:
+        msg = ipr.link("get", index=ifindex)[0]
+    except Exception as exc:
+        if getattr(exc, "code", None) == errno_mod.ENODEV:
+            return None
+        raise BpfError(getattr(exc, "code", errno_mod.EIO), f"reading XDP state of ifindex {ifindex}: {exc}") from None
+    xdp = msg.get_attr("IFLA_XDP")
+    if xdp is None:
+        return {"mode": 0, "drv_prog_id": 0, "skb_prog_id": 0}
+    mode = xdp.get_attr("IFLA_XDP_ATTACHED") or 0
+    if isinstance(mode, str):  # pyroute2 names the modes
+        mode = {"xdp": 1, "xdpgeneric": 2, "xdpoffload": 3, "xdpmulti": 4}.get(mode, 0)
+    drv = xdp.get_attr("IFLA_XDP_DRV_PROG_ID") or 0
+    skb = xdp.get_attr("IFLA_XDP_SKB_PROG_ID") or 0
+    if mode == 1 and not drv:  # one program: the kernel reports only IFLA_XDP_PROG_ID
+        drv = xdp.get_attr("IFLA_XDP_PROG_ID") or 0
+    if mode == 2 and not skb:
+        skb = xdp.get_attr("IFLA_XDP_PROG_ID") or 0
+    return {"mode": mode, "drv_prog_id": drv, "skb_prog_id": skb}
 
 
 def link_update(link_fd, prog_fd):

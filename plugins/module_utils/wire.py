@@ -14,8 +14,16 @@ pinned under /sys/fs/bpf/yogurt/<phone>/:
                                      reference, so the pin is what keeps the wire attached
 
 Idempotence is judged on what the kernel reports: program tags, link presence on the right
-ifindex (BPF_PROG_QUERY) and the wires map content. A changed object is swapped in with
-BPF_LINK_UPDATE (atomic: no packet sees no program); a recreated device gets a new link.
+ifindex (BPF_PROG_QUERY for tcx and netkit; for XDP, which BPF_PROG_QUERY does not cover,
+the link's own ifindex and the device's IFLA_XDP program id in its namespace) and the wires
+map content. A changed object is swapped in with BPF_LINK_UPDATE (atomic: no packet sees no
+program); a recreated device gets a new link.
+
+On veth, what the host transmits on a host-side device is dropped by guard_xdp, native XDP
+on the yogurt-side device (before any packet tap in the yogurt); the wire's packets arrive
+by bpf_redirect_peer and pass no XDP. Phones built by older objects also had a tcx guard
+(guard_in, yogurt-side ingress) and a host-side egress drop (wire_out): LEGACY_HOOKS, which
+a converge detaches (links or tc filters) once the XDP guard is in place.
 """
 
 from __future__ import annotations
@@ -46,12 +54,12 @@ PIN_ROOT = bpf.BPFFS + "/yogurt"
 PHONE_RE = re.compile(r"^[a-z0-9_-]{1,64}$")
 BACKENDS = ("veth", "netkit")
 
-# (hook, program, attach type, side): attached in this order, so that on veth the guard
-# and the host egress drop are in place before the wire starts delivering.
+# (hook, program, attach type, side): attached in this order (all ends of one hook, then
+# the next hook), so that on veth the guard is in place before the wire starts delivering.
+# The XDP guard is a bpf_link in every attach mode (tc mode too: XDP links exist since 5.9).
 HOOKS = {
     "veth": (
-        ("guard", "guard_in", "tcx_ingress", "cont"),
-        ("out", "wire_out", "tcx_egress", "host"),
+        ("xdp", "guard_xdp", "xdp", "cont"),
         ("in", "wire_in", "tcx_ingress", "host"),
     ),
     "netkit": (
@@ -59,7 +67,21 @@ HOOKS = {
         ("peer", "wire_peer", "netkit_peer", "host"),
     ),
 }
-# Counter slots of bpf/wire.h, by name.
+# Hooks of older objects, removed when a phone is converged with the current one.
+LEGACY_HOOKS = {
+    "veth": (
+        ("guard", "guard_in", "tcx_ingress", "cont"),
+        ("out", "wire_out", "tcx_egress", "host"),
+    ),
+    "netkit": (),
+}
+# Our program names, for telling our tc filters from others' (current and legacy).
+OUR_PROGRAMS = frozenset(prog for table in (HOOKS, LEGACY_HOOKS) for hooks in table.values()
+                         for _hook, prog, _attach, _side in hooks)
+# Hooks whose links sit on the yogurt-side device (inside its namespace).
+CONT_HOOKS = frozenset(hook for table in (HOOKS, LEGACY_HOOKS) for hooks in table.values()
+                       for hook, _prog, _attach, side in hooks if side == "cont")
+# Counter slots of bpf/wire.h, by name (slot 6 was refused_guard, fed by the legacy guard_in).
 COUNTERS = (
     "forwarded_packets_0to1",
     "forwarded_bytes_0to1",
@@ -67,7 +89,6 @@ COUNTERS = (
     "forwarded_bytes_1to0",
     "refused",
     "unknown_ifindex",
-    "refused_guard",
 )
 MAPS = ("wires", "counters")
 _WIRE = struct.Struct("=II")   # struct wire {u32 target; u32 direction;}
@@ -230,7 +251,7 @@ def read_wire(phone):
                       "ifindex": info["ifindex"], "prog_id": info["prog_id"],
                       "program": info["prog"].get("name"), "defunct": info["ifindex"] == 0})
     filters = []
-    if HAS_PYROUTE2 and state["wires"] and not links:
+    if HAS_PYROUTE2 and state["wires"] and not any(link["type"] in ("tcx", "netkit") for link in links):
         with IPRoute() as ipr:
             for ifindex in sorted(state["wires"]):
                 with contextlib.suppress(Exception):
@@ -254,7 +275,7 @@ def _backend_of(state):
     types = {info["type"] for info in state["links"].values()}
     if "netkit" in types:
         return "netkit"
-    if "tcx" in types:
+    if "tcx" in types or "xdp" in types:
         return "veth"
     return None
 
@@ -269,18 +290,22 @@ def attached_in_current_netns(phone):
         return False
     state = _read_pinned(phone)
     for pin, info in state["links"].items():
-        if pin.endswith("_guard") or not info["ifindex"]:
+        if _pin_hook(pin) in CONT_HOOKS or not info["ifindex"]:
             continue
         if _attached_here(info["id"], info["ifindex"], info["attach_type"], None):
             return True
     if HAS_PYROUTE2 and state["wires"]:
-        ours = {prog for hooks in HOOKS.values() for _hook, prog, _attach, _side in hooks}
         with IPRoute() as ipr:
             for ifindex in state["wires"]:
                 with contextlib.suppress(Exception):
-                    if any(f["name"] in ours for f in bpf.tc_filters(ipr, ifindex).values()):
+                    if any(f["name"] in OUR_PROGRAMS for f in bpf.tc_filters(ipr, ifindex).values()):
                         return True
     return False
+
+
+def _pin_hook(pin):
+    """'xdp' of 'link_end0_xdp'."""
+    return pin.split("_", 2)[2] if pin.startswith("link_end") and pin.count("_") >= 2 else None
 
 
 def list_phones():
@@ -302,8 +327,19 @@ def _describe_link(info, ifname):
     return f"{info['attach_type']} on {where}: {prog.get('name', '?')} tag {prog.get('tag', '?')}"
 
 
-def _attached_here(link_id, ifindex, attach_type, netns):
-    """Is link `link_id` attached at (ifindex, attach_type) in `netns`? (BPF_PROG_QUERY)"""
+def _attached_here(link_id, ifindex, attach_type, netns, have=None):
+    """Is link `link_id` attached at (ifindex, attach_type) in `netns`? (BPF_PROG_QUERY)
+
+    XDP (`have`: the link's info): the link reports its ifindex but not its namespace, and
+    BPF_PROG_QUERY does not cover XDP; so the link must name this ifindex and the device
+    there must run the link's program in native mode (IFLA_XDP_DRV_PROG_ID).
+    """
+    if attach_type == "xdp":
+        if not have or have.get("type") != "xdp" or have.get("ifindex") != ifindex:
+            return False
+        with _in_netns(netns), IPRoute() as ipr:
+            xdp = bpf.xdp_query(ipr, ifindex)
+        return bool(xdp and xdp["mode"] in (1, 4) and xdp["drv_prog_id"] == have.get("prog_id"))
     with _in_netns(netns):
         try:
             return link_id in bpf.prog_query(ifindex, attach_type)["link_ids"]
@@ -314,10 +350,10 @@ def _attached_here(link_id, ifindex, attach_type, netns):
 
 
 def _converge_link(spot, have, obj, tag, pdir, check_mode):
-    """One pinned bpf_link (tcx or netkit): keep, update its program, or attach anew."""
+    """One pinned bpf_link (tcx, netkit or xdp): keep, update its program, or attach anew."""
     pin, prog, attach, ifname, ifindex = spot["pin"], spot["prog"], spot["attach"], spot["ifname"], spot["ifindex"]
     path = f"{pdir}/{pin}"
-    if have and have["attach_type"] == attach and _attached_here(have["id"], ifindex, attach, spot["netns"]):
+    if have and have["attach_type"] == attach and _attached_here(have["id"], ifindex, attach, spot["netns"], have):
         if have["prog"].get("tag") == tag:
             return []
         if not check_mode:
@@ -331,7 +367,7 @@ def _converge_link(spot, have, obj, tag, pdir, check_mode):
     if have:
         actions.append(f"detach stale {pin} ({_describe_link(have, ifname)})")
         if not check_mode:
-            os.unlink(path)
+            _detach_and_unpin(path)
     actions.append(f"attach {pin}: {prog} as {attach} on {ifname} (ifindex {ifindex})")
     if not check_mode:
         with _in_netns(spot["netns"]):
@@ -343,6 +379,47 @@ def _converge_link(spot, have, obj, tag, pdir, check_mode):
             bpf.pin_replace(fd, path)
         finally:
             os.close(fd)
+    return actions
+
+
+def _detach_and_unpin(path):
+    """Detach the link pinned at `path` now (not when bpffs lets go of it), then unpin it."""
+    fd = bpf.try_obj_get(path)
+    if fd is not None:
+        try:
+            bpf.link_detach(fd)
+        finally:
+            os.close(fd)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _remove_legacy(phone, backend, ends, devs, mode, check_mode):
+    """Take off what older objects attached and this one no longer has (LEGACY_HOOKS).
+
+    Links are found by pin name (the stale-pin pass would unpin them too, but later and
+    without detaching first); tc filters of legacy programs by their name on the device.
+    """
+    actions = []
+    pdir = phone_dir(phone)
+    for i, end in enumerate(ends):
+        for hook, prog, attach, side in LEGACY_HOOKS.get(backend, ()):
+            pin = f"link_end{i}_{hook}"
+            if os.path.lexists(f"{pdir}/{pin}"):
+                actions.append(f"detach {pin} ({prog}: the XDP guard replaces it)")
+                if not check_mode:
+                    _detach_and_unpin(f"{pdir}/{pin}")
+            if mode != "tc" or not HAS_PYROUTE2:
+                continue
+            direction = "ingress" if attach == "tcx_ingress" else "egress"
+            netns = end["cont_netns"] if side == "cont" else None
+            ifname = end["cont_ifname"] if side == "cont" else end["host_ifname"]
+            with _in_netns(netns), IPRoute() as ipr:
+                have = bpf.tc_filters(ipr, devs[i][side]).get(direction)
+                if have and have["name"] == prog:
+                    actions.append(f"remove tc {direction} filter {prog} from {ifname} (the XDP guard replaces it)")
+                    if not check_mode:
+                        bpf.tc_detach(ipr, devs[i][side], direction)
     return actions
 
 
@@ -421,19 +498,23 @@ def converge_wire(phone, backend, ends, obj_path, check_mode=False, attach="auto
 
         before_filters = _filters(hooks, ends, devs) if mode == "tc" else None
 
-        # 2. attachments: one per end and hook, at the right ifindex, running the new program
+        # 2. attachments: one per end and hook, at the right ifindex, running the new program.
+        # Hook by hook (the guard on both ends first); what older objects attached goes once
+        # the guard is in place and before wire_in changes.
         wanted_pins = {f"map_{m}" for m in MAPS} | {f"prog_{p}" for p in wanted_progs}
-        for i, end in enumerate(ends):
-            for hook, prog, attach, side in hooks:
+        for hook, prog, attach, side in hooks:
+            for i, end in enumerate(ends):
                 spot = {"phone": phone, "end": i, "pin": f"link_end{i}_{hook}", "prog": prog, "attach": attach,
                         "ifindex": devs[i][side], "netns": end["cont_netns"] if side == "cont" else None,
                         "ifname": end["cont_ifname"] if side == "cont" else end["host_ifname"]}
-                if mode == "tc":
+                if mode == "tc" and attach.startswith("tcx"):
                     actions.extend(_converge_filter(spot, obj, new_tags[prog], check_mode))
                 else:
                     wanted_pins.add(spot["pin"])
                     actions.extend(_converge_link(spot, before_state["links"].get(spot["pin"]), obj,
                                                   new_tags[prog], pdir, check_mode))
+            if side == "cont" and mounted:
+                actions.extend(_remove_legacy(phone, backend, ends, devs, mode, check_mode))
 
         # 3. program pins follow the links (links hold their own references)
         for prog in wanted_progs:
@@ -445,8 +526,9 @@ def converge_wire(phone, backend, ends, obj_path, check_mode=False, attach="auto
                 bpf.pin_replace(obj.prog_fd(prog), f"{pdir}/prog_{prog}")
 
         # 4. whatever else is pinned here belongs to an older layout or backend
+        legacy = {f"link_end{i}_{hook}" for i in range(len(ends)) for hook, *_rest in LEGACY_HOOKS.get(backend, ())}
         for pin in _pins(phone) if mounted else []:
-            if pin not in wanted_pins:
+            if pin not in wanted_pins and not (check_mode and pin in legacy):  # legacy: reported above
                 actions.append(f"unpin stale {pin}")
                 if not check_mode:
                     os.unlink(f"{pdir}/{pin}")
@@ -487,7 +569,7 @@ def _summary(state, ends, devs):
     links = {}
     for pin, info in state["links"].items():
         end = names.get(pin[:len("link_endN_")], {})
-        ifname = end.get("cont_ifname") if pin.endswith("_guard") else end.get("host_ifname")
+        ifname = end.get("cont_ifname") if _pin_hook(pin) in CONT_HOOKS else end.get("host_ifname")
         links[pin] = _describe_link(info, ifname)
     return {
         "programs": {n: p["tag"] for n, p in sorted(state["programs"].items())},
@@ -501,7 +583,7 @@ def _planned(hooks, ends, devs, tags, wires, mode):
     for i, end in enumerate(ends):
         for hook, prog, attach, side in hooks:
             ifname = end["cont_ifname"] if side == "cont" else end["host_ifname"]
-            if mode == "tc":
+            if mode == "tc" and attach.startswith("tcx"):
                 direction = "ingress" if attach == "tcx_ingress" else "egress"
                 filters[f"end{i}_{hook}"] = f"tc {direction} on {ifname}: {prog} tag {tags[prog]}"
                 continue
@@ -522,6 +604,8 @@ def _filters(hooks, ends, devs):
     found = {}
     for i, end in enumerate(ends):
         for hook, _prog, attach, side in hooks:
+            if not attach.startswith("tcx"):
+                continue
             direction = "ingress" if attach == "tcx_ingress" else "egress"
             ifname = end["cont_ifname"] if side == "cont" else end["host_ifname"]
             with _in_netns(end["cont_netns"] if side == "cont" else None), IPRoute() as ipr:
@@ -535,7 +619,6 @@ def _remove_filters(phone, wires, ends, check_mode):
     """Detach our tc filters (tc mode) from the host sides and, given the ends, the yogurt sides."""
     if not HAS_PYROUTE2:
         return []
-    ours = {prog for hooks in HOOKS.values() for _hook, prog, _attach, _side in hooks}
     spots = [(None, ifindex, f"ifindex {ifindex}") for ifindex in wires]
     for i, end in enumerate(ends or []):
         for side, netns, ifname in (("host", None, end.get("host_ifname")),
@@ -554,7 +637,7 @@ def _remove_filters(phone, wires, ends, check_mode):
         seen.add((netns, ifindex))
         with _in_netns(netns), IPRoute() as ipr:
             for direction, have in sorted(bpf.tc_filters(ipr, ifindex).items()):
-                if have["name"] not in ours:
+                if have["name"] not in OUR_PROGRAMS:
                     continue
                 actions.append(f"remove tc {direction} filter {have['name']} from {label}")
                 if not check_mode:
@@ -579,11 +662,15 @@ def remove_wire(phone, check_mode=False, ends=None):
         return {"changed": bool(actions), "actions": actions, "before": {}, "after": {}}
     pins = _pins(phone)
     before = {"pins": pins}
-    # unpinning drops the last reference of a link: that is what detaches it
+    # unpinning drops the last reference of a link, which detaches it, but only once bpffs
+    # and a workqueue get to it: links are detached first, so nothing is left behind on return
     for pin in sorted(pins, key=lambda p: (not p.startswith("link_"), p)):
         actions.append(f"unpin {pin}")
         if not check_mode:
-            os.unlink(f"{pdir}/{pin}")
+            if pin.startswith("link_"):
+                _detach_and_unpin(f"{pdir}/{pin}")
+            else:
+                os.unlink(f"{pdir}/{pin}")
     actions.append(f"remove {pdir}")
     if not check_mode:
         os.rmdir(pdir)

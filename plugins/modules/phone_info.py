@@ -54,7 +54,7 @@ EXAMPLES = r"""
 
 - name: Show how many injection attempts were refused
   ansible.builtin.debug:
-    msg: "{{ info.phones[0].counters.refused + info.phones[0].counters.refused_guard }}"
+    msg: "{{ info.phones[0].counters.refused }}"
 
 - name: Everything, plus kernel features
   yogurt.phone.phone_info:
@@ -90,8 +90,12 @@ phones:
       type: list
       elements: dict
     links:
-      description: Pinned links, C(pin), C(id), C(type), C(attach_type), C(ifindex), C(prog_id),
-        C(program), C(defunct) (its device is gone).
+      description:
+        - Pinned links, C(pin), C(id), C(type) (V(tcx), V(netkit) or V(xdp)), C(attach_type), C(ifindex),
+          C(prog_id), C(program), C(defunct) (its device is gone, or it was detached).
+        - On veth, C(link_end<i>_xdp) is the XDP guard (C(guard_xdp), native XDP) on the container-side
+          device of end i, inside its yogurt; its C(ifindex) is that device's in the yogurt's namespace.
+          It is a bpf_link in both attach modes, so a tc-mode phone has these two links too.
       type: list
       elements: dict
     wires:
@@ -101,10 +105,15 @@ phones:
     counters:
       description:
         - Summed over CPUs. C(forwarded_packets_0to1), C(forwarded_bytes_0to1),
-          C(forwarded_packets_1to0), C(forwarded_bytes_1to0), C(refused) (host traffic dropped
-          on the host side), C(unknown_ifindex), C(refused_guard) (veth, stopped inside the yogurt).
+          C(forwarded_packets_1to0), C(forwarded_bytes_1to0), C(refused), C(unknown_ifindex).
+        - C(refused) counts what the host transmitted towards a yogurt, every frame of it (its own
+          stack, AF_PACKET with or without C(PACKET_QDISC_BYPASS)); netkit drops it in the primary
+          program, veth in the XDP guard on the yogurt-side device.
+        - C(unknown_ifindex) counts packets from a device missing from the wires map.
+        - Phones built before the XDP guard also reported C(refused_guard); it is gone with the
+          tcx guard that fed it.
       type: dict
-      sample: {"forwarded_packets_0to1": 5, "refused": 0, "refused_guard": 20}
+      sample: {"forwarded_packets_0to1": 5, "refused": 20, "unknown_ifindex": 0}
 kernel:
   description: Kernel facts (O(probe=true)); C(tcx), C(netkit_attach), C(netkit), C(bpffs), C(libbpf).
   returned: when probe is true

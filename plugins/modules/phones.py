@@ -19,8 +19,9 @@ description:
     converges each phone.
   - C(backend=auto) picks netkit when the kernel can create netkit devices and
     veth otherwise; each phone's result says which backend it got and why.
-  - On veth the wire's programs attach as tcx links (Linux >= 6.6), or as tc clsact
-    filters on older kernels (Debian 12's stock 6.1); the phone works the same either way.
+  - On veth the wire's program attaches as tcx links (Linux >= 6.6), or as tc clsact
+    filters on older kernels (Debian 12's stock 6.1), and a native XDP guard links to each
+    yogurt-side device (Linux >= 5.9); the phone works the same either way.
   - Whatever a killed or half-finished run left behind is healed by the next run. A host
     lock serializes concurrent runs.
 author:

@@ -16,12 +16,16 @@ description:
     C(wires) map with the host-side ifindexes of both ends and attaches the programs.
   - C(netkit) backend, two links per end on the host-side (primary) device, C(netkit_peer)
     and C(netkit_primary).
-  - C(veth) backend, three links per end, C(tcx_ingress) and C(tcx_egress) on the host-side
-    device and a C(tcx_ingress) guard on the container-side device inside the yogurt, which
-    admits only what the wire delivered (root's AF_PACKET frames with C(PACKET_QDISC_BYPASS)
-    skip tc egress; the guard stops them).
+  - C(veth) backend, two links per end, C(wire_in) as C(tcx_ingress) on the host-side device
+    (a tc clsact ingress filter with O(attach=tc)) and C(guard_xdp), a native XDP link on the
+    container-side device inside the yogurt (in both attach modes). The XDP guard drops every
+    frame the host side transmits (the host's stack, root's AF_PACKET frames with or without
+    C(PACKET_QDISC_BYPASS)) before any packet socket in the yogurt sees it; the wire's own
+    packets arrive by C(bpf_redirect_peer) and pass no XDP.
+  - Phones built by older objects (a C(tcx_egress) drop on the host side and a C(tcx_ingress)
+    guard in the yogurt) are migrated, those links or filters detached once the XDP guard is in.
   - Idempotent on what the kernel reports, program tags, link presence on the right ifindex
-    and the map content. A changed object replaces the program of each pinned link
+    (for XDP, the link's ifindex and the device's C(IFLA_XDP) program) and the map content. A changed object replaces the program of each pinned link
     atomically (C(BPF_LINK_UPDATE)); the maps, and so routes and counters, are kept.
     A recreated device (new ifindex) gets new links and a fixed C(wires) map.
   - Mounts bpffs on C(/sys/fs/bpf) if nothing is mounted there.

@@ -11,6 +11,7 @@ import json
 import os
 import pathlib
 import subprocess
+import sys
 import uuid
 
 import pytest
@@ -158,3 +159,26 @@ def veth_object(tmp_path_factory):
 
     paths = [str(ROOT / "bpf" / "wire.h"), str(ROOT / "bpf" / "wire_veth.bpf.c")]
     return build_files(paths, ["wire_veth.bpf.c"], str(tmp_path_factory.mktemp("bpf")))["wire_veth"]
+
+
+def build_object(src, outdir):
+    """Compile one wire source with bpf/build.py; the object's path."""
+    proc = subprocess.run([sys.executable, str((ROOT / "bpf") / "build.py"), str(src), str(outdir)],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+@pytest.fixture(scope="session")
+def objects(tmp_path_factory):
+    """The veth object, and a variant whose wire_in differs by one instruction."""
+    out = tmp_path_factory.mktemp("bpf")
+    base = build_object((ROOT / "bpf") / "wire_veth.bpf.c", out / "base")
+    variant_dir = out / "variant"
+    variant_dir.mkdir()
+    (variant_dir / "wire.h").write_text(((ROOT / "bpf") / "wire.h").read_text())
+    src = ((ROOT / "bpf") / "wire_veth.bpf.c").read_text()
+    assert "skb->priority = 0;" in src
+    (variant_dir / "wire_veth.bpf.c").write_text(src.replace("skb->priority = 0;", "skb->priority = 1;"))
+    variant = build_object(variant_dir / "wire_veth.bpf.c", out / "variant_out")
+    return {"base": base, "variant": variant}

@@ -37,8 +37,8 @@ from test_isolation import (
 from test_site import PINS
 
 
-EXPECTED_PINS = sorted(["map_counters", "map_wires", "prog_guard_in", "prog_wire_in", "prog_wire_out"]
-                       + [f"link_end{i}_{hook}" for i in (0, 1) for hook in ("guard", "in", "out")])
+EXPECTED_PINS = sorted(["map_counters", "map_wires", "prog_guard_xdp", "prog_wire_in"]
+                       + [f"link_end{i}_{hook}" for i in (0, 1) for hook in ("xdp", "in")])
 
 
 def pins_of(name):
@@ -123,6 +123,13 @@ def tcx_programs(ns, dev):
     return sorted((entry["kind"], entry["name"]) for entry in json.loads(out)[0]["tc"])
 
 
+def xdp_program(ns, dev):
+    """(mode, program name) of `dev`'s XDP in `ns` (mode 1: native), or None."""
+    out = netns_cmd(ns, ["ip", "-j", "-d", "link", "show", dev], check=True).stdout
+    xdp = json.loads(out)[0].get("xdp")
+    return (xdp["mode"], xdp["prog"]["name"]) if xdp else None
+
+
 def assert_whole(sandbox, specs, all_specs):
     """Every phone of `specs` exactly once: namespaces, devices, pins, links, attachments, record."""
     names = {s["name"] for s in all_specs}
@@ -138,10 +145,10 @@ def assert_whole(sandbox, specs, all_specs):
     for spec in specs:
         assert pins_of(spec["name"]) == EXPECTED_PINS, pins_of(spec["name"])
         info = infos[spec["name"]]
-        assert len(info["links"]) == 6 and not any(link["defunct"] for link in info["links"]), info["links"]
+        assert len(info["links"]) == 4 and not any(link["defunct"] for link in info["links"]), info["links"]
         for ns, host, cont, _ip in ends_of(spec):
-            assert tcx_programs(sandbox.name, host) == [("tcx/egress", "wire_out"), ("tcx/ingress", "wire_in")]
-            assert tcx_programs(ns, cont) == [("tcx/ingress", "guard_in")]
+            assert tcx_programs(sandbox.name, host) == [("tcx/ingress", "wire_in")]
+            assert tcx_programs(ns, cont) == [] and xdp_program(ns, cont) == (1, "guard_xdp")
             inside = json.loads(netns_cmd(ns, ["ip", "-j", "link", "show"], check=True).stdout)
             assert sorted(d["ifname"] for d in inside) == sorted(["lo", cont])
 
@@ -328,8 +335,8 @@ def test_teardown_keeps_the_host_lock_for_a_waiting_converge(sandbox, veth_objec
         assert sorted(d["ifname"] for d in json.loads(sandbox.ip("-j", "link", "show").stdout)) == \
             sorted(["lo"] + [e["host_ifname"] for e in p1["ends"]])
         for ns, host, cont, _ip in ends_of(p1):
-            assert tcx_programs(sandbox.name, host) == [("tcx/egress", "wire_out"), ("tcx/ingress", "wire_in")]
-            assert tcx_programs(ns, cont) == [("tcx/ingress", "guard_in")]
+            assert tcx_programs(sandbox.name, host) == [("tcx/ingress", "wire_in")]
+            assert tcx_programs(ns, cont) == [] and xdp_program(ns, cont) == (1, "guard_xdp")
         assert_call(sandbox, [p1])
 
 
@@ -347,14 +354,16 @@ def test_a_wire_detached_by_hand_is_reattached(sandbox, veth_object, request):
     # 1. Unpinned by hand: the link dies with its last reference and wire_in leaves the device.
     os.unlink(os.path.join(pin_dir, "link_end1_in"))
     assert ("tcx/ingress", "wire_in") not in tcx_programs(sandbox.name, spec["ends"][1]["host_ifname"])
-    # 2. The guard detached with bpftool (the link stays pinned, but defunct): now, and only
-    #    now, root's qdisc-bypass frames reach yogurt-1.
-    netns_cmd(None, ["bpftool", "link", "detach", "id", str(links["link_end0_guard"]["id"])], check=True)
+    # 2. The XDP guard detached with bpftool (the link stays pinned, but defunct): now, and
+    #    only now, root's qdisc-bypass frames reach yogurt-1.
+    netns_cmd(None, ["bpftool", "link", "detach", "id", str(links["link_end0_xdp"]["id"])], check=True)
     info = run_module(sandbox, "phone_info", {"name": spec["name"]})["phones"][0]
-    assert [link["pin"] for link in info["links"] if link["defunct"]] == ["link_end0_guard"], info["links"]
-    # 3. `bpftool net detach` cannot take a link-owned tcx program off (EBUSY): wire_out stays.
-    tried = netns_cmd(sandbox.name, ["bpftool", "net", "detach", "tcx_egress", "dev", h1])
-    assert tried.returncode != 0 and ("tcx/egress", "wire_out") in tcx_programs(sandbox.name, h1), tried.stderr
+    assert [link["pin"] for link in info["links"] if link["defunct"]] == ["link_end0_xdp"], info["links"]
+    assert xdp_program(y1, c1) is None
+    # 3. `ip link set xdp off` cannot take a link-owned XDP program off (EBUSY): yogurt-2's stays.
+    y2, c2 = spec["ends"][1]["netns"], spec["ends"][1]["cont_ifname"]
+    tried = netns_cmd(y2, ["ip", "link", "set", "dev", c2, "xdp", "off"])
+    assert tried.returncode != 0 and xdp_program(y2, c2) == (1, "guard_xdp"), tried.stderr
     port, frames = 5600, 20
     with listening(y1, SERVE_UDP, ip1, port) as udp:
         inject(sandbox, h1, mac_of(y1, c1), ip2, ip1, port, frames, bypass=True)
@@ -365,8 +374,8 @@ def test_a_wire_detached_by_hand_is_reattached(sandbox, veth_object, request):
     assert res["rc"] == 0 and res["changed"], res
     actions = res["phones"][0]["actions"]
     assert any(a.startswith("attach link_end1_in") for a in actions), actions
-    assert any(a.startswith("detach stale link_end0_guard") for a in actions), actions
-    assert any(a.startswith("attach link_end0_guard") for a in actions), actions
+    assert any(a.startswith("detach stale link_end0_xdp") for a in actions), actions
+    assert any(a.startswith("attach link_end0_xdp") for a in actions), actions
     assert_whole(sandbox, [spec], [spec])
     assert_call(sandbox, [spec])
     before = counters(sandbox, spec["name"])[spec["name"]]
@@ -375,9 +384,9 @@ def test_a_wire_detached_by_hand_is_reattached(sandbox, veth_object, request):
         time.sleep(0.3)
         assert udp.stop() == 0
     after = counters(sandbox, spec["name"])[spec["name"]]
-    assert after["refused_guard"] - before["refused_guard"] >= sent["ok"] == frames, (before, after)
+    assert after["refused"] - before["refused"] == sent["ok"] == frames, (before, after)
     again = run_module(sandbox, "phones", {"phones": [spec], "veth_object": veth_object})
     assert again["rc"] == 0 and not again["changed"], again
-    report(request, f"detached by hand (unpin link_end1_in, bpftool link detach guard): {leaked}/{frames} bypass "
-                    f"frames reached yogurt-1 meanwhile; re-run actions {actions}; afterwards 0/{frames}, "
-                    f"refused_guard +{after['refused_guard'] - before['refused_guard']}")
+    report(request, f"detached by hand (unpin link_end1_in, bpftool link detach xdp guard): {leaked}/{frames} "
+                    f"bypass frames reached yogurt-1 meanwhile; re-run actions {actions}; afterwards 0/{frames}, "
+                    f"refused +{after['refused'] - before['refused']}")
