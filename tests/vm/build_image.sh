@@ -81,8 +81,10 @@ HOST_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
 case "$FLAVOR" in
   fresh-*)
     FRESH=1
-    # python3 and ssh (plus what boots it and sets its address: iproute2 of the release).
-    BASE_PACKAGES=(systemd-sysv udev kmod initramfs-tools zstd openssh-server python3 iproute2 ca-certificates)
+    # python3 and ssh (plus what boots it and sets its address: iproute2 of the release), and
+    # python3-apt, which every Debian install with the standard task has (reportbug needs it).
+    # Without it Ansible's apt module runs apt-get update itself and would hide stale lists.
+    BASE_PACKAGES=(systemd-sysv udev kmod initramfs-tools zstd openssh-server python3 python3-apt iproute2 ca-certificates)
     TOOLS=() TOOLS_FROM=
     [ -r "$HOST_CA_BUNDLE" ] || { echo "build_image.sh: $HOST_CA_BUNDLE (this machine's CA bundle) is missing" >&2; exit 1; } ;;
 esac
