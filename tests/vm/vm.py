@@ -370,8 +370,9 @@ def _qemu_argv(run_dir: pathlib.Path, image_dir: pathlib.Path, port: int, memory
 
 def up(name: str = DEFAULT_NAME, *, detach: bool = False, image_dir: pathlib.Path | None = None,
        memory: int = 2048, cpus: int = 2, boot_timeout: float = BOOT_TIMEOUT, quiet_build: bool = False,
-       flavor: str = DEFAULT_FLAVOR, proxy_port: int | None = None) -> VM:
-    """Boot VM `name` and wait until ssh works.
+       flavor: str = DEFAULT_FLAVOR, proxy_port: int | None = None, wait: bool = True) -> VM:
+    """Boot VM `name` and wait until ssh works (wait=False: return once qemu runs; the caller
+    then calls vm.wait_ready(), e.g. from threads to boot several VMs side by side).
 
     proxy_port: a port on 127.0.0.1 (a proxy the caller runs) that the guest reaches as
     10.0.2.100:3128 through a guestfwd; the NIC keeps restrict=on.
@@ -423,6 +424,8 @@ def up(name: str = DEFAULT_NAME, *, detach: bool = False, image_dir: pathlib.Pat
         if not detach:
             _OWNED[name] = vm
         vm._save()
+    if not wait:
+        return vm
     try:
         vm.wait_ready(boot_timeout)
     except BaseException:
@@ -466,6 +469,32 @@ def booted_vm(name: str = DEFAULT_NAME, *, keep_run_dir: bool = False, shutdown_
         yield vm
     finally:
         vm.shutdown(timeout=shutdown_timeout, keep_run_dir=keep_run_dir)
+
+
+@contextlib.contextmanager
+def booted_vms(specs: list[dict], shutdown_timeout: float = 60, boot_timeout: float = BOOT_TIMEOUT):
+    """Several VMs booted side by side: specs are up() keyword arguments (name=... required).
+
+    Every qemu is started from the calling thread (its PR_SET_PDEATHSIG follows that thread),
+    then all boots are awaited in parallel. Yields the VMs in the order of specs; every one is
+    powered off afterwards, on every exit path, also when another one failed to boot.
+    """
+    import concurrent.futures  # pylint: disable=import-outside-toplevel
+
+    vms: list[VM] = []
+    try:
+        for spec in specs:
+            spec = dict(spec)
+            vms.append(up(spec.pop("name"), detach=False, wait=False, **spec))
+        with concurrent.futures.ThreadPoolExecutor(len(vms)) as pool:
+            for future in [pool.submit(vm.wait_ready, boot_timeout) for vm in vms]:
+                future.result()
+        for vm in vms:
+            vm.write_inventory()
+        yield vms
+    finally:
+        with concurrent.futures.ThreadPoolExecutor(max(1, len(vms))) as pool:
+            list(pool.map(lambda vm: vm.shutdown(timeout=shutdown_timeout), vms))
 
 
 def main(argv: list[str] | None = None) -> int:
