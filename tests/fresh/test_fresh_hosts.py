@@ -283,7 +283,9 @@ def story():
         specs = [dict(name=f"fresh-readme-{tag}", flavor="fresh-stock", proxy_port=proxy.port)]
         specs += [dict(name=f"{flavor}-{tag}", flavor=flavor, proxy_port=proxy.port) for flavor in OVER_SSH]
         started = time.monotonic()
-        with vm_harness.booted_vms(specs) as vms:
+        # Four TCG guests side by side on a busy 2-core machine: none answered ssh within 600 s
+        # once (load 10, each qemu at ~27% of a core); the story's own time is what matters.
+        with vm_harness.booted_vms(specs, boot_timeout=max(vm_harness.BOOT_TIMEOUT, 1800)) as vms:
             clock.took("boot 4 VMs side by side", started)
             for vm, spec in zip(vms, specs):
                 vm.flavor = spec["flavor"]
