@@ -482,17 +482,20 @@ def booted_vms(specs: list[dict], shutdown_timeout: float = 60, boot_timeout: fl
     import concurrent.futures  # pylint: disable=import-outside-toplevel
 
     vms: list[VM] = []
+    pool = concurrent.futures.ThreadPoolExecutor(max(1, len(specs)))
     try:
         for spec in specs:
             spec = dict(spec)
             vms.append(up(spec.pop("name"), detach=False, wait=False, **spec))
-        with concurrent.futures.ThreadPoolExecutor(len(vms)) as pool:
-            for future in [pool.submit(vm.wait_ready, boot_timeout) for vm in vms]:
-                future.result()
+        for future in [pool.submit(vm.wait_ready, boot_timeout) for vm in vms]:
+            future.result()
         for vm in vms:
             vm.write_inventory()
         yield vms
     finally:
+        # Not `with pool`: on an error or a signal its exit would wait for the other boots.
+        # Killed VMs end their wait_ready loops (qemu gone) at once.
+        pool.shutdown(wait=False, cancel_futures=True)
         with concurrent.futures.ThreadPoolExecutor(max(1, len(vms))) as pool:
             list(pool.map(lambda vm: vm.shutdown(timeout=shutdown_timeout), vms))
 
