@@ -291,14 +291,14 @@ def story():
         # Four TCG guests side by side on a busy 2-core machine: none answered ssh within 600 s
         # once (load 10, each qemu at ~27% of a core); the story's own time is what matters.
         with vm_harness.booted_vms(specs, boot_timeout=max(vm_harness.BOOT_TIMEOUT, 1800)) as vms:
-            clock.took("boot 4 VMs side by side", started)
+            clock.took(f"boot {len(specs)} VMs side by side", started)
             for vm, spec in zip(vms, specs):
                 vm.flavor = spec["flavor"]
             readme_vm, ssh_vms = (vms[0], vms[1:]) if WITH_README else (None, vms)
             seen["initial"] = {vm.name: _state(vm) for vm in vms}
             started = time.monotonic()
             _parallel(_fresh_lists, vms)
-            clock.took("apt-get update through the proxy (4 VMs)", started)
+            clock.took(f"apt-get update through the proxy ({len(vms)} VMs)", started)
             probe = PROXY_PROBE % {"suite": "bookworm"}
             seen["probe"] = json.loads(ssh_vms[-1].run(f"python3 - <<'EOF'\n{probe}\nEOF", timeout=600).stdout.strip().splitlines()[-1])
 
