@@ -13,12 +13,25 @@
 #            a Debian 12 host on which only bpf_toolchain ran.
 #   trixie   trixie + the trixie-backports 7.x kernel (netkit with every attribute), trixie's
 #            iproute2, bpftool and libbpf.
-# Every flavor has pyroute2 0.9.7 (PyPI) in the system python.
+# Every flavor above has pyroute2 0.9.7 (PyPI) in the system python.
+#
+# Fresh-host flavors: a host as installed, with python3 and ssh and nothing of the toolchain
+# (no clang, llvm, bpftool, libbpf, pyroute2, no newer iproute2), for yogurt.phone.bpf_toolchain
+# to install from nothing. Their apt lists are kept (updated at build time). apt and pip go
+# through a forwarding proxy at http://10.0.2.100:3128, as a fleet behind a corporate proxy
+# does: the test harness starts it (tests/vm/proxy.py) and vm.py's proxy_port adds the guestfwd.
+# This machine's CA bundle is copied in (it inspects TLS) and pip.conf points `cert` at it.
+#   fresh-stock   bookworm as installed: its own 6.1 kernel, no backports in its sources.
+#   fresh-bpo     bookworm with the bookworm-backports 6.12 kernel; backports removed from
+#                 the sources again afterwards (a host that once took the kernel).
+#   fresh-trixie  trixie as installed, its own 6.12 kernel (netkit), no backports.
 #
 # Output: $YOGURT_VM_CACHE/<flavor>-<hash>/ (default ~/.cache/yogurt-phone/vm) with
 #   rootfs.img (raw ext4), vmlinuz, initrd.img, id_ed25519 (+.pub), packages.txt, flavor, complete
 # <hash> covers this script (package lists, kernel version, settings) and the flavor, so any
-# change here builds a new image; an unchanged script prints "cached" and does nothing. The build
+# change here builds a new image; an unchanged script prints "cached" and does nothing. The
+# lines between the ">>> fresh-host" and "<<< fresh-host" markers only count for the fresh-*
+# flavors (with this machine's CA bundle, which they carry): editing them rebuilds no other. The build
 # happens in a temporary directory renamed at the end: an interrupted build never looks
 # complete. Packages are cached in ~/.cache/yogurt-phone/apt to speed up rebuilds.
 set -euo pipefail
@@ -42,11 +55,40 @@ case "$FLAVOR" in
     # drop old versions, so the metapackage, like stock; packages.txt records the version.
     SUITE=trixie
     KERNEL=linux-image-amd64 KERNEL_FROM=trixie-backports TOOLS_FROM=trixie ;;
+# >>> fresh-host flavors (hashed for fresh-* only)
+  fresh-stock)
+    SUITE=bookworm KERNEL=linux-image-amd64 KERNEL_FROM= FRESH_BUILD_SUITES="" ;;
+  fresh-bpo)
+    # The same kernel as `netkit`; backports is in the sources only while it is installed.
+    SUITE=bookworm KERNEL=linux-image-6.12.95+deb12-amd64 KERNEL_FROM=bookworm-backports
+    FRESH_BUILD_SUITES=bookworm-backports ;;
+  fresh-trixie)
+    # Debian 13's own kernel (6.12, CONFIG_NETKIT=y): what a host has right after installing
+    # trixie. The 7.x backports kernel is the `trixie` flavor's (kernels scenario).
+    SUITE=trixie KERNEL=linux-image-amd64 KERNEL_FROM= FRESH_BUILD_SUITES="" ;;
+# <<< fresh-host flavors
   *)
-    echo "build_image.sh: unknown flavor '$FLAVOR' (netkit, stock or trixie)" >&2
+    echo "build_image.sh: unknown flavor '$FLAVOR' (netkit, stock, trixie, fresh-stock, fresh-bpo or fresh-trixie)" >&2
     exit 2 ;;
 esac
 IMAGE_SIZE=4G
+FRESH=
+# >>> fresh-host flavors (hashed for fresh-* only)
+SECURITY_MIRROR=http://deb.debian.org/debian-security
+# The guest's side of the guestfwd to the harness's proxy (vm.PROXY_GUEST_ADDRESS).
+PROXY_URL=http://10.0.2.100:3128
+HOST_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
+case "$FLAVOR" in
+  fresh-*)
+    FRESH=1
+    # python3 and ssh (plus what boots it and sets its address: iproute2 of the release), and
+    # python3-apt, which every Debian install with the standard task has (reportbug needs it).
+    # Without it Ansible's apt module runs apt-get update itself and would hide stale lists.
+    BASE_PACKAGES=(systemd-sysv udev kmod initramfs-tools zstd openssh-server python3 python3-apt iproute2 ca-certificates)
+    TOOLS=() TOOLS_FROM=
+    [ -r "$HOST_CA_BUNDLE" ] || { echo "build_image.sh: $HOST_CA_BUNDLE (this machine's CA bundle) is missing" >&2; exit 1; } ;;
+esac
+# <<< fresh-host flavors
 
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/yogurt-phone
@@ -55,7 +97,11 @@ apt_cache=$cache/apt
 # pip on the host fetches pyroute2; the checkout's venv has one, a bare python3 may not.
 python=${PYTHON:-$here/../../.venv/bin/python}
 [ -x "$python" ] || python=python3
-hash=$( (cat "$here/build_image.sh"; echo "flavor=$FLAVOR") | sha256sum | cut -c1-16)
+if [ -n "$FRESH" ]; then
+  hash=$( (cat "$here/build_image.sh"; echo "flavor=$FLAVOR"; sha256sum <"$HOST_CA_BUNDLE") | sha256sum | cut -c1-16)
+else
+  hash=$( (sed '/^# >>> fresh-host/,/^# <<< fresh-host/d' "$here/build_image.sh"; echo "flavor=$FLAVOR") | sha256sum | cut -c1-16)
+fi
 out=$vm_cache/$FLAVOR-$hash
 
 if [ -e "$out/complete" ]; then
@@ -115,6 +161,27 @@ cleanup() {
 trap on_signal INT TERM HUP
 trap cleanup EXIT
 
+# >>> fresh-host flavors (hashed for fresh-* only)
+# The sources of a host as the installer leaves them (the archive hosts this machine uses),
+# plus the suites named in $1 (only while the kernel is installed).
+fresh_sources() {
+  local extra
+  echo "deb $MIRROR $SUITE main"
+  echo "deb $MIRROR $SUITE-updates main"
+  echo "deb $SECURITY_MIRROR $SUITE-security main"
+  for extra in $1; do echo "deb $MIRROR $extra main"; done
+}
+# apt and pip behind the proxy; this machine's CA trusted system-wide and by pip.
+fresh_proxy_config() {
+  install -D -m 644 "$HOST_CA_BUNDLE" "$rootfs/usr/local/share/ca-certificates/yogurt-host-ca.crt"
+  chroot "$rootfs" update-ca-certificates >/dev/null 2>&1 || { echo "build_image.sh: update-ca-certificates failed in the image" >&2; exit 1; }
+  printf 'Acquire::http::Proxy "%s";\nAcquire::https::Proxy "%s";\n' "$PROXY_URL" "$PROXY_URL" \
+    >"$rootfs/etc/apt/apt.conf.d/80yogurt-proxy"
+  printf '[global]\nproxy = %s\ncert = /usr/local/share/ca-certificates/yogurt-host-ca.crt\n' "$PROXY_URL" \
+    >"$rootfs/etc/pip.conf"
+}
+# <<< fresh-host flavors
+
 log "debootstrap $SUITE ($FLAVOR) into $rootfs"
 include=$(IFS=,; echo "${BASE_PACKAGES[*]}")
 step debootstrap --variant=minbase --include="$include" --cache-dir="$apt_cache/debs" \
@@ -129,10 +196,14 @@ ssh-keygen -q -t ed25519 -N '' -C yogurt-phone-vm -f "$tmp/id_ed25519"
 install -d -m 700 "$rootfs/root/.ssh"
 install -m 600 "$tmp/id_ed25519.pub" "$rootfs/root/.ssh/authorized_keys"
 
-cat >"$rootfs/etc/apt/sources.list" <<EOF
+if [ -z "$FRESH" ]; then
+  cat >"$rootfs/etc/apt/sources.list" <<EOF
 deb $MIRROR $SUITE main
 deb $MIRROR $SUITE-backports main
 EOF
+else
+  fresh_sources "$FRESH_BUILD_SUITES" >"$rootfs/etc/apt/sources.list"
+fi
 # No documentation in the image: smaller and faster to install.
 cat >"$rootfs/etc/dpkg/dpkg.cfg.d/01-nodoc" <<'EOF'
 path-exclude /usr/share/doc/*
@@ -197,37 +268,50 @@ printf 'UseDNS no\nPermitRootLogin prohibit-password\nPasswordAuthentication no\
 mkdir -p "$rootfs/etc/systemd/journald.conf.d"
 printf '[Journal]\nStorage=volatile\n' >"$rootfs/etc/systemd/journald.conf.d/yogurt.conf"
 
-log "install $KERNEL from $KERNEL_FROM, ${TOOLS[*]} from $TOOLS_FROM"
+log "install $KERNEL from ${KERNEL_FROM:-$SUITE}${TOOLS[*]:+, ${TOOLS[*]} from $TOOLS_FROM}"
+# The final sources (fresh flavors): written after the kernel is in, then apt-get update, so
+# the image keeps lists that match its sources.
+final_sources=$tmp/sources.final
+if [ -n "$FRESH" ]; then fresh_sources "" >"$final_sources"; fi
 # The chroot's mounts live in a private mount namespace: they vanish with it, whatever happens.
 # shellcheck disable=SC2016  # the script in single quotes runs in the new namespace
 step unshare --mount --propagation private -- bash -euo pipefail -c '
-  rootfs=$1 apt_cache=$2 kernel=$3 kernel_from=$4 tools_from=$5; shift 5
+  rootfs=$1 apt_cache=$2 kernel=$3 kernel_from=$4 tools_from=$5 final_sources=$6; shift 6
   mount -t proc proc "$rootfs/proc"
   mount -t sysfs sysfs "$rootfs/sys"
   mount --bind /dev "$rootfs/dev"
   mount --bind "$apt_cache" "$rootfs/var/cache/apt/archives"
   export DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8 PATH=/usr/sbin:/usr/bin:/sbin:/bin
   chroot "$rootfs" apt-get update -q
-  chroot "$rootfs" apt-get install -y -q -t "$tools_from" "$@"
-  chroot "$rootfs" apt-get install -y -q -t "$kernel_from" "$kernel"
-' _ "$rootfs" "$apt_cache/debs" "$KERNEL" "$KERNEL_FROM" "$TOOLS_FROM" "${TOOLS[@]}" >"$tmp/apt.log" 2>&1 || {
+  [ $# -eq 0 ] || chroot "$rootfs" apt-get install -y -q -t "$tools_from" "$@"
+  chroot "$rootfs" apt-get install -y -q ${kernel_from:+-t "$kernel_from"} "$kernel"
+  if [ -f "$final_sources" ]; then
+    cp "$final_sources" "$rootfs/etc/apt/sources.list"
+    chroot "$rootfs" apt-get update -q
+  fi
+' _ "$rootfs" "$apt_cache/debs" "$KERNEL" "$KERNEL_FROM" "$TOOLS_FROM" "$final_sources" "${TOOLS[@]}" >"$tmp/apt.log" 2>&1 || {
   tail -n 40 "$tmp/apt.log" >&2
   exit 1
 }
 # shellcheck disable=SC2016  # dpkg-query formats, not shell variables
 chroot "$rootfs" dpkg-query -W -f='${Package} ${Version}\n' | sort >"$tmp/packages.txt"
-rm -rf "$rootfs/var/lib/apt/lists/"* "$rootfs/var/cache/apt/"*.bin
+if [ -n "$FRESH" ]; then
+  log "apt lists kept (updated at build time); apt and pip through $PROXY_URL"
+  fresh_proxy_config
+else
+  rm -rf "$rootfs/var/lib/apt/lists/"* "$rootfs/var/cache/apt/"*.bin
 
-log "pyroute2 from PyPI into the image's system python"
-site=$(chroot "$rootfs" python3 -c 'import sys; print("/usr/local/lib/python%d.%d/dist-packages" % sys.version_info[:2])')
-"$python" -m pip install -q --disable-pip-version-check --no-deps --no-compile \
-  --cache-dir "$cache/pip" --target "$rootfs$site" "$PYROUTE2" >"$tmp/pip.log" 2>&1 || {
-  cat "$tmp/pip.log" >&2
-  exit 1
-}
-# Compile now with the image's python: compiling pyroute2 on first import takes ~100 s under TCG.
-chroot "$rootfs" python3 -m compileall -q "$site" >/dev/null
-echo "pyroute2 ${PYROUTE2#*==} (pypi)" >>"$tmp/packages.txt"
+  log "pyroute2 from PyPI into the image's system python"
+  site=$(chroot "$rootfs" python3 -c 'import sys; print("/usr/local/lib/python%d.%d/dist-packages" % sys.version_info[:2])')
+  "$python" -m pip install -q --disable-pip-version-check --no-deps --no-compile \
+    --cache-dir "$cache/pip" --target "$rootfs$site" "$PYROUTE2" >"$tmp/pip.log" 2>&1 || {
+    cat "$tmp/pip.log" >&2
+    exit 1
+  }
+  # Compile now with the image's python: compiling pyroute2 on first import takes ~100 s under TCG.
+  chroot "$rootfs" python3 -m compileall -q "$site" >/dev/null
+  echo "pyroute2 ${PYROUTE2#*==} (pypi)" >>"$tmp/packages.txt"
+fi
 
 log "extract kernel and initrd"
 # Exactly one kernel is installed (the metapackage of `stock` names its version only here).

@@ -26,6 +26,22 @@ class PlaybookRun:
     def __init__(self):
         self.results, self.seconds, self.order = {}, {}, []
         self.rc, self.output = None, []
+        self.events = []  # (host, task, status, changed) of every result, in order
+        self.by_host = {}  # (host, task) -> result
+
+    def recap(self):
+        """{host: {"ok", "changed", "failed", "skipped", "unreachable"}}, counted like the PLAY RECAP."""
+        counts = {}
+        for host, _task, status, changed in self.events:
+            row = counts.setdefault(host, dict.fromkeys(("ok", "changed", "failed", "skipped", "unreachable"), 0))
+            row[status] += 1
+            if status == "ok" and changed:
+                row["changed"] += 1
+        return counts
+
+    def changed_tasks(self, host=None):
+        """The tasks that reported changed (on `host`, or on any host)."""
+        return [task for h, task, status, changed in self.events if changed and status == "ok" and host in (None, h)]
 
     def __getitem__(self, task):
         assert task in self.results, f"task {task!r} did not report; output:\n" + "".join(self.output[-60:])
@@ -43,8 +59,9 @@ class PlaybookRun:
         return "\n".join(f"{self.seconds[t]:6.1f} s  {t}" for t in self.order)
 
 
-def run_playbook(inventory, playbook, extra_vars=None, title=None, timeout=900):
-    """Run `playbook` against `inventory`; print the seconds per task under `title`."""
+def run_playbook(inventory, playbook, extra_vars=None, title=None, timeout=900, args=()):
+    """Run `playbook` against `inventory` (plus ansible-playbook `args`, e.g. ["--check"]);
+    print the seconds per task under `title`."""
     env = dict(
         os.environ,
         ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
@@ -58,6 +75,7 @@ def run_playbook(inventory, playbook, extra_vars=None, title=None, timeout=900):
     argv = [str(ROOT / ".venv" / "bin" / "ansible-playbook"), "-i", str(inventory), str(playbook)]
     if extra_vars:
         argv += ["-e", json.dumps(extra_vars)]
+    argv += list(args)
     result = PlaybookRun()
     start = last = time.monotonic()
     with subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -69,6 +87,8 @@ def run_playbook(inventory, playbook, extra_vars=None, title=None, timeout=900):
                 event = json.loads(line.split(" ", 1)[1])
                 name = event["task"]
                 result.results[name] = dict(event["result"], _status=event["status"])
+                result.events.append((event.get("host"), name, event["status"], bool(event["result"].get("changed"))))
+                result.by_host[(event.get("host"), name)] = dict(event["result"], _status=event["status"])
                 result.seconds[name] = now - last
                 result.order.append(name)
                 last = now

@@ -5,7 +5,9 @@
 
 An image has a flavor (see build_image.sh): `netkit` (default: Debian bookworm with the
 backports 6.12 kernel), `stock` (bookworm's own 6.1: no netkit, no tcx) or `trixie`
-(trixie-backports 7.x). Every command takes --flavor; YOGURT_VM_FLAVOR sets the default.
+(trixie-backports 7.x), or a fresh-host flavor (`fresh-stock`, `fresh-bpo`, `fresh-trixie`:
+python3 and ssh only, apt and pip configured for a proxy at 10.0.2.100:3128). Every command
+takes --flavor; YOGURT_VM_FLAVOR sets the default.
 
 Command line (run as root from the checkout, with its venv's python):
 
@@ -25,7 +27,9 @@ From Python (pytest), a VM that cannot outlive its caller:
 The cached base image is never written: each VM boots from a qcow2 overlay in its own run
 dir, ~/.cache/yogurt-phone/run/<name>/ (pid, port, serial.log, qemu.log, overlay, inventory).
 Its only NIC is qemu user-mode networking with restrict=on (no route off the machine) and a
-single hostfwd from 127.0.0.1:<free port> to the VM's ssh.
+single hostfwd from 127.0.0.1:<free port> to the VM's ssh. With proxy_port (up --proxy-port),
+a guestfwd also lets the guest reach 10.0.2.100:3128, which is 127.0.0.1:<proxy_port> here
+(tests/vm/proxy.py), and nothing else.
 """
 
 from __future__ import annotations
@@ -51,7 +55,11 @@ BUILD_SCRIPT = HERE / "build_image.sh"
 CACHE = pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache")) / "yogurt-phone"
 RUN_ROOT = pathlib.Path(os.environ.get("YOGURT_VM_RUN", CACHE / "run"))
 DEFAULT_NAME = "yogurt-vm"
-FLAVORS = ("netkit", "stock", "trixie")
+FLAVORS = ("netkit", "stock", "trixie", "fresh-stock", "fresh-bpo", "fresh-trixie")
+# The guest's side of the guestfwd to a proxy on this machine; the fresh-* images point apt
+# and pip at http://10.0.2.100:3128 (build_image.sh, PROXY_URL).
+PROXY_GUEST_ADDRESS = ("10.0.2.100", 3128)
+HOST_CA_BUNDLE = pathlib.Path("/etc/ssl/certs/ca-certificates.crt")
 DEFAULT_FLAVOR = os.environ.get("YOGURT_VM_FLAVOR", "netkit")
 # Under TCG on a busy 2-core host a boot took up to ~200 s (37 s when idle).
 BOOT_TIMEOUT = float(os.environ.get("YOGURT_VM_BOOT_TIMEOUT", 600))
@@ -89,8 +97,24 @@ def build(quiet: bool = False, flavor: str = DEFAULT_FLAVOR) -> pathlib.Path:
 
 
 def image_hash(flavor: str = DEFAULT_FLAVOR) -> str:
-    """The cache key build_image.sh uses: sha256 of itself (package lists, kernels) and the flavor."""
-    return hashlib.sha256(BUILD_SCRIPT.read_bytes() + f"flavor={flavor}\n".encode()).hexdigest()[:16]
+    """The cache key build_image.sh uses: sha256 of itself (package lists, kernels) and the flavor.
+
+    The fresh-host lines (between the ">>> fresh-host" and "<<< fresh-host" markers) count only
+    for the fresh-* flavors, which also cover this machine's CA bundle (they carry a copy).
+    """
+    script = BUILD_SCRIPT.read_bytes()
+    if flavor.startswith("fresh-"):
+        ca_line = f"{hashlib.sha256(HOST_CA_BUNDLE.read_bytes()).hexdigest()}  -\n".encode()
+        return hashlib.sha256(script + f"flavor={flavor}\n".encode() + ca_line).hexdigest()[:16]
+    kept, skipping = [], False
+    for line in script.splitlines(keepends=True):
+        if line.startswith(b"# >>> fresh-host"):
+            skipping = True
+        if not skipping:
+            kept.append(line)
+        if line.startswith(b"# <<< fresh-host"):
+            skipping = False
+    return hashlib.sha256(b"".join(kept) + f"flavor={flavor}\n".encode()).hexdigest()[:16]
 
 
 def image_name(flavor: str = DEFAULT_FLAVOR) -> str:
@@ -321,7 +345,14 @@ class VM:
                 shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
-def _qemu_argv(run_dir: pathlib.Path, image_dir: pathlib.Path, port: int, memory: int, cpus: int) -> list[str]:
+def _qemu_argv(run_dir: pathlib.Path, image_dir: pathlib.Path, port: int, memory: int, cpus: int,
+               proxy_port: int | None = None) -> list[str]:
+    nic = f"user,model=virtio-net-pci,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:22"
+    if proxy_port is not None:
+        # restrict=on still honours a guestfwd: the guest reaches this one service on 127.0.0.1
+        # (a new nc per connection) and nothing else. -N passes the guest's end of input on.
+        guest_address, guest_port = PROXY_GUEST_ADDRESS
+        nic += f",guestfwd=tcp:{guest_address}:{guest_port}-cmd:nc -N 127.0.0.1 {int(proxy_port)}"
     return [
         "qemu-system-x86_64",
         # thread=multi panicked one boot in four (int3 while the kernel patches itself).
@@ -329,8 +360,9 @@ def _qemu_argv(run_dir: pathlib.Path, image_dir: pathlib.Path, port: int, memory
         "-kernel", str(image_dir / "vmlinuz"), "-initrd", str(image_dir / "initrd.img"),
         "-append", "root=/dev/vda rw console=ttyS0 quiet net.ifnames=0",
         "-drive", f"file={run_dir / 'overlay.qcow2'},format=qcow2,if=virtio,cache=unsafe",
-        # restrict=on: the guest reaches nothing outside; only the ssh hostfwd comes in.
-        "-nic", f"user,model=virtio-net-pci,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:22",
+        # restrict=on: the guest reaches nothing outside; only the ssh hostfwd comes in (and,
+        # with proxy_port, the guestfwd goes out to that one port on 127.0.0.1).
+        "-nic", nic,
         "-display", "none", "-monitor", "none", "-serial", f"file:{run_dir / 'serial.log'}",
         "-name", f"yogurt-vm-{run_dir.name}",
     ]
@@ -338,8 +370,12 @@ def _qemu_argv(run_dir: pathlib.Path, image_dir: pathlib.Path, port: int, memory
 
 def up(name: str = DEFAULT_NAME, *, detach: bool = False, image_dir: pathlib.Path | None = None,
        memory: int = 2048, cpus: int = 2, boot_timeout: float = BOOT_TIMEOUT, quiet_build: bool = False,
-       flavor: str = DEFAULT_FLAVOR) -> VM:
-    """Boot VM `name` and wait until ssh works.
+       flavor: str = DEFAULT_FLAVOR, proxy_port: int | None = None, wait: bool = True) -> VM:
+    """Boot VM `name` and wait until ssh works (wait=False: return once qemu runs; the caller
+    then calls vm.wait_ready(), e.g. from threads to boot several VMs side by side).
+
+    proxy_port: a port on 127.0.0.1 (a proxy the caller runs) that the guest reaches as
+    10.0.2.100:3128 through a guestfwd; the NIC keeps restrict=on.
 
     detach=False: qemu dies with this Python process (pdeathsig, atexit, SIGTERM handler).
     detach=True: qemu outlives it (the `up` command); stop it with down(name).
@@ -371,12 +407,15 @@ def up(name: str = DEFAULT_NAME, *, detach: bool = False, image_dir: pathlib.Pat
                         str(run_dir / "overlay.qcow2")], check=True)
         port = _free_port()
         qemu_log = open(run_dir / "qemu.log", "w")
+        if proxy_port is not None and shutil.which("nc") is None:
+            raise VMError("the proxy guestfwd needs nc on this machine; install netcat-openbsd (./scripts/setup --test)")
+        argv = _qemu_argv(run_dir, image_dir, port, memory, cpus, proxy_port)
         if detach:
-            process = subprocess.Popen(_qemu_argv(run_dir, image_dir, port, memory, cpus), stdin=subprocess.DEVNULL,
+            process = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
                                        stdout=qemu_log, stderr=subprocess.STDOUT, start_new_session=True)
         else:
             _install_cleanup()
-            process = subprocess.Popen(_qemu_argv(run_dir, image_dir, port, memory, cpus), stdin=subprocess.DEVNULL,
+            process = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
                                        stdout=qemu_log, stderr=subprocess.STDOUT,
                                        preexec_fn=_die_with_parent(os.getpid()))
         qemu_log.close()
@@ -385,6 +424,8 @@ def up(name: str = DEFAULT_NAME, *, detach: bool = False, image_dir: pathlib.Pat
         if not detach:
             _OWNED[name] = vm
         vm._save()
+    if not wait:
+        return vm
     try:
         vm.wait_ready(boot_timeout)
     except BaseException:
@@ -430,6 +471,35 @@ def booted_vm(name: str = DEFAULT_NAME, *, keep_run_dir: bool = False, shutdown_
         vm.shutdown(timeout=shutdown_timeout, keep_run_dir=keep_run_dir)
 
 
+@contextlib.contextmanager
+def booted_vms(specs: list[dict], shutdown_timeout: float = 60, boot_timeout: float = BOOT_TIMEOUT):
+    """Several VMs booted side by side: specs are up() keyword arguments (name=... required).
+
+    Every qemu is started from the calling thread (its PR_SET_PDEATHSIG follows that thread),
+    then all boots are awaited in parallel. Yields the VMs in the order of specs; every one is
+    powered off afterwards, on every exit path, also when another one failed to boot.
+    """
+    import concurrent.futures  # pylint: disable=import-outside-toplevel
+
+    vms: list[VM] = []
+    pool = concurrent.futures.ThreadPoolExecutor(max(1, len(specs)))
+    try:
+        for spec in specs:
+            spec = dict(spec)
+            vms.append(up(spec.pop("name"), detach=False, wait=False, **spec))
+        for future in [pool.submit(vm.wait_ready, boot_timeout) for vm in vms]:
+            future.result()
+        for vm in vms:
+            vm.write_inventory()
+        yield vms
+    finally:
+        # Not `with pool`: on an error or a signal its exit would wait for the other boots.
+        # Killed VMs end their wait_ready loops (qemu gone) at once.
+        pool.shutdown(wait=False, cancel_futures=True)
+        with concurrent.futures.ThreadPoolExecutor(max(1, len(vms))) as pool:
+            list(pool.map(lambda vm: vm.shutdown(timeout=shutdown_timeout), vms))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vm.py", description="The yogurt.phone test VMs (qemu, TCG).")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -440,6 +510,7 @@ def main(argv: list[str] | None = None) -> int:
     p_up.add_argument("--name", default=DEFAULT_NAME)
     p_up.add_argument("--json", action="store_true", help="print the connection facts as JSON")
     p_up.add_argument("--memory", type=int, default=2048, help="MiB (default 2048)")
+    p_up.add_argument("--proxy-port", type=int, help="guestfwd 10.0.2.100:3128 to this port on 127.0.0.1 (a proxy you run)")
     p_ssh = sub.add_parser("ssh", help="a shell, or one command, in a VM that is up")
     p_ssh.add_argument("--name", default=DEFAULT_NAME)
     p_ssh.add_argument("cmd", nargs=argparse.REMAINDER)
@@ -459,7 +530,7 @@ def main(argv: list[str] | None = None) -> int:
             build(quiet=False, flavor=args.flavor)  # its last line is the image dir
         elif args.command == "up":
             started = time.monotonic()
-            vm = up(args.name, detach=True, memory=args.memory, flavor=args.flavor)
+            vm = up(args.name, detach=True, memory=args.memory, flavor=args.flavor, proxy_port=args.proxy_port)
             if args.json:
                 print(json.dumps({"name": vm.name, "run_dir": str(vm.run_dir), "pid": vm.pid,
                                   "inventory": str(vm.run_dir / "inventory.yml"), **vm.facts()}, indent=2))

@@ -1,0 +1,415 @@
+# Copyright: Contributors to the yogurt.phone collection
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Fresh hosts: python3 and ssh and nothing else, behind a proxy that reaches only the package
+archive and the package index this machine uses (tests/vm/proxy.py).
+
+Four VMs boot side by side (qemu TCG, restrict=on, a guestfwd to the proxy):
+
+- README: the README's first command exactly as written, as root, inside a fresh Debian 12
+  (fresh-stock) on a clean copy of the tree; then site.yml again (changed=0).
+- over ssh: full site.yml from this controller on fresh-stock (6.1: veth with tc filters),
+  fresh-bpo (6.12: netkit) and fresh-trixie (Debian 13's 6.12: netkit); the second run
+  changes nothing and opens no apt or pip program or library (inotify in the VM, with a
+  control that it sees them); site.yml --check changes nothing; teardown leaves nothing.
+- the proxy refuses what it must (from inside a VM), and a direct connection fails.
+
+The whole story runs once (module fixture); the tests check what it saw. Times and the
+proxy's log go to tests/output/fresh/. For a quicker look while developing,
+YOGURT_FRESH_FLAVORS=fresh-stock,... picks the over-ssh flavors and YOGURT_FRESH_README=0
+leaves the README VM out (its tests are then skipped); CI runs everything.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import pathlib
+import re
+import subprocess
+import time
+
+import pytest
+
+import playbook_run
+import proxy as proxy_harness
+import vm as vm_harness
+
+pytestmark = pytest.mark.fresh
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+OUT = ROOT / "tests" / "output" / "fresh"
+README_COMMAND = "./scripts/setup && .venv/bin/ansible-playbook site.yml"
+# What each kernel allows: the backend `auto` must pick, as seen on the host-side device.
+OVER_SSH = {
+    "fresh-stock": {"kernel": "6.1.", "backend": "veth", "tc_filters": True},
+    "fresh-bpo": {"kernel": "6.12.", "backend": "netkit", "tc_filters": False},
+    "fresh-trixie": {"kernel": "6.12.", "backend": "netkit", "tc_filters": False},
+}
+OVER_SSH = {flavor: expect for flavor, expect in OVER_SSH.items()
+            if flavor in os.environ.get("YOGURT_FRESH_FLAVORS", ",".join(OVER_SSH)).split(",")}
+WITH_README = os.environ.get("YOGURT_FRESH_README", "1") != "0"
+TOOLCHAIN_PACKAGES = ["clang", "llvm", "bpftool", "libbpf1", "libbpf-dev", "python3-pyroute2", "python3-pip"]
+RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
+
+# A fresh host's state, as JSON: what of the toolchain it has, its iproute2 and sources.
+STATE_SCRIPT = r"""
+import json, shutil, subprocess
+def installed(name):
+    r = subprocess.run(["dpkg-query", "-W", "-f=${db:Status-Abbrev} ${Version}", name], capture_output=True, text=True)
+    return r.stdout.split()[1] if r.returncode == 0 and r.stdout.startswith("ii") else None
+pkgs = %s
+print(json.dumps({
+    "packages": {p: installed(p) for p in pkgs},
+    "commands": {c: shutil.which(c) for c in ("clang", "llc", "bpftool")},
+    "pyroute2": subprocess.run(["python3", "-c", "import pyroute2"], capture_output=True).returncode == 0,
+    "iproute2": installed("iproute2"),
+    "backports": subprocess.run(["grep", "-rqs", "backports", "/etc/apt/sources.list", "/etc/apt/sources.list.d"]).returncode == 0,
+    "kernel": open("/proc/sys/kernel/osrelease").read().strip(),
+}))
+""" % json.dumps(TOOLCHAIN_PACKAGES)
+
+# From inside a VM: what the proxy lets through and what it refuses; a direct connection.
+PROXY_PROBE = r"""
+import json, socket, urllib.request, urllib.error
+proxy = "http://10.0.2.100:3128"
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": proxy, "https": proxy}))
+out = {}
+for url in ("http://deb.debian.org/debian/dists/%(suite)s/InRelease", "https://pypi.org/simple/pyroute2/",
+            "http://example.com/", "https://example.com/", "https://1.1.1.1/", "http://1.1.1.1/",
+            "https://deb.debian.org:8443/"):
+    try:
+        out[url] = opener.open(url, timeout=60).status
+    except urllib.error.HTTPError as exc:
+        out[url] = exc.code
+    except Exception as exc:
+        out[url] = repr(exc)
+for name, target in (("direct 1.1.1.1:80", ("1.1.1.1", 80)), ("direct 151.101.0.223:443", ("151.101.0.223", 443)),
+                     ("direct host 10.0.2.2:22", ("10.0.2.2", 22))):
+    s = socket.socket()
+    s.settimeout(10)
+    try:
+        s.connect(target)
+        out[name] = "connected"
+    except Exception as exc:
+        out[name] = repr(exc)
+    finally:
+        s.close()
+try:
+    out["dns example.com"] = str(socket.getaddrinfo("example.com", 80)[0][4])
+except Exception as exc:
+    out["dns example.com"] = repr(exc)
+print(json.dumps(out))
+"""
+
+LEFTOVERS = ("echo netns: $(ip netns list | wc -l); ip -o link show | awk -F': ' '{print \"link: \" $2}';"
+             " echo pins: $(find /sys/fs/bpf/yogurt -mindepth 1 2>/dev/null | wc -l);"
+             " echo records: $(find /run/yogurt -mindepth 1 2>/dev/null | wc -l)")
+
+
+class Clock:
+    """Named durations, printed at the end and written to tests/output/fresh/times.txt."""
+
+    def __init__(self):
+        self.times = {}
+
+    def took(self, name, started):
+        self.times[name] = time.monotonic() - started
+        print(f"fresh: {name}: {self.times[name]:.0f} s", flush=True)
+
+
+def _parallel(function, items):
+    with concurrent.futures.ThreadPoolExecutor(len(items)) as pool:
+        return list(pool.map(function, items))
+
+
+def _state(vm):
+    return json.loads(vm.run(f"python3 - <<'EOF'\n{STATE_SCRIPT}\nEOF", timeout=300).stdout.strip().splitlines()[-1])
+
+
+def _fresh_lists(vm):
+    """apt-get update through the proxy, then the stamp apt.systemd.daily leaves after one:
+    the lists are fresh (younger than the role's cache_valid_time), as on a host just set up."""
+    vm.run("apt-get update -q >/tmp/fresh-apt-update.log 2>&1 || { tail -20 /tmp/fresh-apt-update.log; exit 1; };"
+           " mkdir -p /var/lib/apt/periodic && touch /var/lib/apt/periodic/update-success-stamp", timeout=900)
+
+
+def _ssh_stream(vm, command, timeout, marks=()):
+    """Run command in the VM; return (rc, output lines, {mark: seconds when a line with it appeared})."""
+    started, seen, lines = time.monotonic(), {}, []
+    with subprocess.Popen(vm.ssh_argv(command), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True) as proc:
+        for line in proc.stdout:
+            lines.append(line)
+            for mark in marks:
+                if mark in line and mark not in seen:
+                    seen[mark] = time.monotonic() - started
+            if time.monotonic() - started > timeout:
+                proc.kill()
+                lines.append(f"(killed after {timeout} s)\n")
+                break
+        rc = proc.wait()
+    return rc, lines, seen
+
+
+def _recap(lines):
+    return {m[0]: {"ok": int(m[1]), "changed": int(m[2]), "unreachable": int(m[3]), "failed": int(m[4])}
+            for m in RECAP.findall("".join(lines))}
+
+
+def _readme_story(vm, clock):
+    """The README's first command inside the VM on a clean copy of the tree."""
+    seen = {}
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, check=True, capture_output=True).stdout
+    tar = subprocess.run(["tar", "--null", "-T", "-", "-cf", "-"], cwd=ROOT, input=files, check=True,
+                         capture_output=True).stdout
+    copied = subprocess.run(vm.ssh_argv("rm -rf /root/yogurt-phone && mkdir /root/yogurt-phone && "
+                                        "tar -xf - -C /root/yogurt-phone"), input=tar, capture_output=True, timeout=300)
+    assert copied.returncode == 0, f"copying the tree into {vm.name} failed: {copied.stderr.decode(errors='replace')}"
+    seen["files"] = len(files.split(b"\0")) - 1
+    started = time.monotonic()
+    rc, lines, marks = _ssh_stream(vm, f"cd /root/yogurt-phone && {README_COMMAND}", 3600, marks=("setup: ready",))
+    clock.took("README command in fresh-stock (setup + site.yml)", started)
+    if "setup: ready" in marks:
+        clock.times["  of which ./scripts/setup"] = marks["setup: ready"]
+    (OUT / "readme-first.log").write_text("".join(lines))
+    seen.update(first_rc=rc, first_recap=_recap(lines), first_tail="".join(lines[-60:]), first_output="".join(lines))
+    if rc != 0:
+        return seen
+    started = time.monotonic()
+    rc2, lines2, _ = _ssh_stream(vm, "cd /root/yogurt-phone && .venv/bin/ansible-playbook site.yml", 1800)
+    clock.took("README: second site.yml in fresh-stock", started)
+    (OUT / "readme-second.log").write_text("".join(lines2))
+    seen.update(second_rc=rc2, second_recap=_recap(lines2), second_tail="".join(lines2[-60:]))
+    seen["device"] = vm.run(DEVICE, check=False).stdout
+    seen["tc"] = vm.run(TC_FILTERS, check=False).stdout
+    return seen
+
+
+def _watch(vm, log):
+    """Start the apt/pip watcher in the VM; return once it watches."""
+    vm.run(f"rm -f {log}; nohup python3 /root/watch_apt_pip.py {log} >/dev/null 2>&1 & echo $! >{log}.pid; "
+           f"for i in $(seq 300); do grep -q ^READY {log} 2>/dev/null && exit 0; sleep 0.2; done; cat {log}; exit 1")
+
+
+def _watched(vm, log):
+    return vm.run(f"kill $(cat {log}.pid); cat {log}", check=False).stdout.splitlines()
+
+
+def _task(run, host, name):
+    """The result on host of the task whose name (without its role prefix) is name."""
+    found = [result for (h, task), result in run.by_host.items() if h == host and task.split(" : ")[-1] == name]
+    assert found, f"task {name!r} did not report on {host}; output:\n" + "".join(run.output[-60:])
+    return found[-1]
+
+
+DEVICE = "ip -d link show yg1-host"
+TC_FILTERS = "tc filter show dev yg1-host ingress; tc filter show dev yg1-host egress"
+
+
+def _over_ssh_story(vms, clock):
+    """Full site.yml from this controller on every fresh flavor at once, then again, --check, teardown."""
+    seen = {}
+    hosts = {vm.flavor: vm for vm in vms}
+    inventory = OUT / "inventory.yml"
+    lines = ["all:", "  hosts:"]
+    for flavor, vm in hosts.items():
+        lines.append(f"    {flavor}:")
+        lines += [f"      {key}: {json.dumps(value)}" for key, value in vm.facts().items()]
+    inventory.write_text("\n".join(lines) + "\n")
+    site = ROOT / "site.yml"
+
+    started = time.monotonic()
+    first = playbook_run.run_playbook(inventory, site, title="fresh hosts: first site.yml", timeout=3600)
+    clock.took("over ssh: first site.yml (3 flavors side by side)", started)
+    (OUT / "ssh-first.log").write_text("".join(first.output))
+    seen["first"] = first
+    if first.rc != 0:
+        return seen
+    seen["after_first"] = dict(zip(hosts, _parallel(_state, list(hosts.values()))))
+    seen["devices"] = dict(zip(hosts, _parallel(lambda vm: vm.run(DEVICE, check=False).stdout, list(hosts.values()))))
+    seen["tc"] = dict(zip(hosts, _parallel(lambda vm: vm.run(TC_FILTERS, check=False).stdout, list(hosts.values()))))
+
+    # The watcher sees apt and pip when they run (control), then watches the second run.
+    watcher = (pathlib.Path(__file__).parent / "watch_apt_pip.py").read_text()
+    for vm in hosts.values():
+        vm.run("cat >/root/watch_apt_pip.py", input=watcher)
+
+    def control(vm):
+        _watch(vm, "/run/watch-control.log")
+        vm.run("apt-get --version >/dev/null; pip3 --version >/dev/null", check=False)
+        time.sleep(1)
+        return _watched(vm, "/run/watch-control.log")
+
+    seen["control"] = dict(zip(hosts, _parallel(control, list(hosts.values()))))
+    history = "wc -l < /var/log/apt/history.log 2>/dev/null || echo 0"
+    seen["history_before"] = {f: vm.run(history).stdout.strip() for f, vm in hosts.items()}
+    _parallel(lambda vm: _watch(vm, "/run/watch-second.log"), list(hosts.values()))
+    started = time.monotonic()
+    second = playbook_run.run_playbook(inventory, site, title="fresh hosts: second site.yml", timeout=3600)
+    clock.took("over ssh: second site.yml", started)
+    (OUT / "ssh-second.log").write_text("".join(second.output))
+    time.sleep(1)
+    seen["second"] = second
+    seen["watched"] = dict(zip(hosts, _parallel(lambda vm: _watched(vm, "/run/watch-second.log"), list(hosts.values()))))
+    seen["history_after"] = {f: vm.run(history).stdout.strip() for f, vm in hosts.items()}
+
+    started = time.monotonic()
+    check = playbook_run.run_playbook(inventory, site, title="fresh hosts: site.yml --check", timeout=3600, args=["--check"])
+    clock.took("over ssh: site.yml --check", started)
+    seen["check"] = check
+
+    started = time.monotonic()
+    teardown = playbook_run.run_playbook(inventory, ROOT / "playbooks" / "teardown.yml", title="fresh hosts: teardown",
+                                         timeout=3600)
+    clock.took("over ssh: teardown.yml", started)
+    seen["teardown"] = teardown
+    seen["leftovers"] = dict(zip(hosts, _parallel(lambda vm: vm.run(LEFTOVERS).stdout, list(hosts.values()))))
+    return seen
+
+
+@pytest.fixture(scope="module")
+def story():
+    OUT.mkdir(parents=True, exist_ok=True)
+    clock = Clock()
+    seen = {"clock": clock}
+    log = OUT / "proxy.log"
+    log.unlink(missing_ok=True)
+    everything = time.monotonic()
+    with proxy_harness.running_proxy(log) as proxy:
+        seen["proxy"] = proxy
+        seen["allowlist"] = str(proxy.allowlist)
+        for flavor in OVER_SSH:
+            started = time.monotonic()
+            vm_harness.build(quiet=True, flavor=flavor)
+            clock.took(f"image {flavor} (build, or cached)", started)
+        tag = os.getpid()
+        specs = [dict(name=f"fresh-readme-{tag}", flavor="fresh-stock", proxy_port=proxy.port)] if WITH_README else []
+        specs += [dict(name=f"{flavor}-{tag}", flavor=flavor, proxy_port=proxy.port) for flavor in OVER_SSH]
+        started = time.monotonic()
+        # Four TCG guests side by side on a busy 2-core machine: none answered ssh within 600 s
+        # once (load 10, each qemu at ~27% of a core); the story's own time is what matters.
+        with vm_harness.booted_vms(specs, boot_timeout=max(vm_harness.BOOT_TIMEOUT, 1800)) as vms:
+            clock.took(f"boot {len(specs)} VMs side by side", started)
+            for vm, spec in zip(vms, specs):
+                vm.flavor = spec["flavor"]
+            readme_vm, ssh_vms = (vms[0], vms[1:]) if WITH_README else (None, vms)
+            seen["initial"] = {vm.name: _state(vm) for vm in vms}
+            started = time.monotonic()
+            _parallel(_fresh_lists, vms)
+            clock.took(f"apt-get update through the proxy ({len(vms)} VMs)", started)
+            probe = PROXY_PROBE % {"suite": "bookworm"}
+            seen["probe"] = json.loads(ssh_vms[-1].run(f"python3 - <<'EOF'\n{probe}\nEOF", timeout=600).stdout.strip().splitlines()[-1])
+
+            with concurrent.futures.ThreadPoolExecutor(2) as pool:
+                futures = {"over_ssh": pool.submit(_over_ssh_story, ssh_vms, clock)}
+                if WITH_README:
+                    futures["readme"] = pool.submit(_readme_story, readme_vm, clock)
+                for key, future in futures.items():
+                    try:
+                        seen[key] = future.result()
+                    except Exception as exc:  # pylint: disable=broad-except  # judged by its own tests
+                        seen[key] = exc
+        started = time.monotonic()
+    clock.took("shutdown", started)
+    clock.took("fresh layer, whole story", everything)
+    refused = seen["proxy"].refused
+    summary = [f"{name}: {seconds:.0f} s" for name, seconds in clock.times.items()]
+    summary.append(f"proxy allowed {len(seen['proxy'].allowed)} requests; refused {len(refused)}: "
+                   + ", ".join(f"{m} {t}" for m, t in refused))
+    (OUT / "times.txt").write_text("\n".join(summary) + "\n")
+    print("\n".join(summary))
+    return seen
+
+
+def _part(story, key):
+    part = story[key]
+    if isinstance(part, BaseException):
+        raise part
+    return part
+
+
+def test_images_have_nothing_of_the_toolchain(story):
+    for name, state in story["initial"].items():
+        assert all(v is None for v in state["packages"].values()), f"{name} has {state['packages']}"
+        assert all(v is None for v in state["commands"].values()), f"{name} has {state['commands']}"
+        assert not state["pyroute2"], f"{name}: pyroute2 is importable in the system python"
+        assert not state["backports"], f"{name}: a backports source is configured"
+        if "trixie" not in name:
+            assert state["iproute2"].startswith("6.1."), f"{name}: iproute2 {state['iproute2']} is not bookworm's 6.1"
+
+
+def test_proxy_refuses_everything_but_the_archive_and_the_index(story):
+    probe = story["probe"]
+    assert probe["http://deb.debian.org/debian/dists/bookworm/InRelease"] == 200, probe
+    assert probe["https://pypi.org/simple/pyroute2/"] == 200, probe
+    assert probe["http://example.com/"] == 403, probe
+    assert probe["http://1.1.1.1/"] == 403, probe
+    for url in ("https://example.com/", "https://1.1.1.1/", "https://deb.debian.org:8443/"):
+        assert "403" in str(probe[url]), (url, probe)
+    for direct in ("direct 1.1.1.1:80", "direct 151.101.0.223:443", "direct host 10.0.2.2:22"):
+        assert probe[direct] != "connected", (direct, probe)
+    assert "gaierror" in probe["dns example.com"], probe
+    refused = {target for _method, target in story["proxy"].refused}
+    assert {"http://example.com/", "example.com:443", "1.1.1.1:443", "http://1.1.1.1/", "deb.debian.org:8443"} <= refused
+    assert "example.com" not in story["allowlist"] and "deb.debian.org:80" in story["allowlist"]
+
+
+@pytest.mark.skipif(not WITH_README, reason="YOGURT_FRESH_README=0")
+def test_readme_first_command_inside_a_fresh_debian_12(story):
+    readme = _part(story, "readme")
+    assert readme["first_rc"] == 0, f"`{README_COMMAND}` exited {readme['first_rc']}:\n{readme['first_tail']}"
+    assert readme["first_recap"]["localhost"]["failed"] == 0
+    assert re.search(r"TASK \[[^\]]*Place a test call[^\]]*\][^\n]*\n(ok|changed): \[localhost\]",
+                     readme["first_output"]), "the call did not pass"
+    assert "\n    veth " in readme["device"], f"not veth:\n{readme['device']}"
+    assert "bpf" in readme["tc"], f"no tc filters on yg1-host (6.1 has no tcx):\n{readme['tc']}"
+    assert readme["second_rc"] == 0, readme["second_tail"]
+    assert readme["second_recap"]["localhost"]["changed"] == 0, readme["second_tail"]
+
+
+def test_site_over_ssh_installs_the_toolchain_and_builds_the_phones(story):
+    seen = _part(story, "over_ssh")
+    first = seen["first"]
+    assert first.rc == 0, "first site.yml failed:\n" + "".join(first.output[-80:])
+    for flavor, expect in OVER_SSH.items():
+        state = seen["after_first"][flavor]
+        assert state["kernel"].startswith(expect["kernel"]), (flavor, state["kernel"])
+        assert all(state["commands"].values()) and state["pyroute2"], (flavor, state)
+        device = seen["devices"][flavor]
+        assert f"\n    {expect['backend']} " in device, (flavor, device)
+        assert ("bpf" in seen["tc"][flavor]) == expect["tc_filters"], (flavor, seen["tc"][flavor])
+        assert _task(first, flavor, "Place a test call through every phone")["_status"] == "ok", flavor
+        phones = _task(first, flavor, "Converge the phones")["phones"]
+        assert [p["backend"] for p in phones] == [expect["backend"]], (flavor, phones)
+
+
+def test_second_run_changes_nothing_and_runs_no_apt_or_pip(story):
+    seen = _part(story, "over_ssh")
+    second = seen["second"]
+    assert second.rc == 0, "".join(second.output[-80:])
+    for flavor in OVER_SSH:
+        assert second.recap()[flavor]["changed"] == 0, (flavor, second.changed_tasks(flavor))
+        control = seen["control"][flavor]
+        assert any("apt-get" in line for line in control) and any("pip" in line for line in control[1:]), \
+            f"{flavor}: the watcher did not see the control apt-get and pip3: {control}"
+        watched = seen["watched"][flavor]
+        assert watched[0].startswith("READY") and watched[1:] == [], f"{flavor}: apt or pip ran: {watched[1:]}"
+        assert seen["history_before"][flavor] == seen["history_after"][flavor], flavor
+
+
+def test_check_mode_after_that_changes_nothing(story):
+    check = _part(story, "over_ssh")["check"]
+    assert check.rc == 0, "".join(check.output[-80:])
+    for flavor in OVER_SSH:
+        assert check.recap()[flavor]["changed"] == 0, (flavor, check.changed_tasks(flavor))
+
+
+def test_teardown_leaves_nothing(story):
+    seen = _part(story, "over_ssh")
+    assert seen["teardown"].rc == 0, "".join(seen["teardown"].output[-80:])
+    for flavor, text in seen["leftovers"].items():
+        links = [line.split(": ", 1)[1] for line in text.splitlines() if line.startswith("link: ")]
+        assert sorted(link.split("@")[0] for link in links) == ["eth0", "lo"], (flavor, text)
+        assert "netns: 0" in text and "pins: 0" in text and "records: 0" in text, (flavor, text)
