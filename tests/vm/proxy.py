@@ -39,7 +39,7 @@ import threading
 import time
 import urllib.parse
 
-APT_SOURCES = ["/etc/apt/sources.list", "/etc/apt/sources.list.d/*.list", "/etc/apt/sources.list.d/*.sources"]
+APT_SOURCES = ("/etc/apt/sources.list", "/etc/apt/sources.list.d/*.list", "/etc/apt/sources.list.d/*.sources")
 # pip's own defaults: the index, and the host its files are served from.
 PIP_DEFAULT_HOSTS = ("pypi.org", "files.pythonhosted.org")
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
@@ -93,7 +93,7 @@ def pip_destinations(python: str = sys.executable) -> set[tuple[str, str, int]]:
         listed = ""
     found, index_set = set(), False
     for line in listed.splitlines():
-        key, _, value = line.partition("=")
+        key, _sep, value = line.partition("=")
         option = key.rsplit(".", 1)[-1]
         if option not in ("index-url", "extra-index-url"):
             continue
@@ -146,7 +146,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def do_CONNECT(self):  # noqa: N802
-        host, _, port = self.path.rpartition(":")
+        host, _sep, port = self.path.rpartition(":")
         host = host.strip("[]")
         if not port.isdigit() or not self.server.allowlist.allows("https", host, int(port)):
             self._refuse(self.path, "not an allowed https destination (apt or pip configuration of this machine)")
@@ -173,7 +173,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         open_reading = set(sockets)
         try:
             while open_reading:
-                readable, _, _ = select.select(list(open_reading), [], [], 300)
+                readable, _w, _x = select.select(list(open_reading), [], [], 300)
                 if not readable:
                     return  # idle for 5 minutes
                 for sock in readable:
@@ -268,7 +268,7 @@ class ProxyServer(http.server.ThreadingHTTPServer):
 
     def _of(self, verdict):
         with self._lock:
-            return [(method, target) for v, method, target, _ in self.events if v == verdict]
+            return [(method, target) for v, method, target, _when in self.events if v == verdict]
 
     @property
     def refused(self) -> list[tuple[str, str]]:
@@ -294,7 +294,7 @@ def running_proxy(log_path: os.PathLike | str | None = None, allowlist: Allowlis
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="proxy.py", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="proxy.py", description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
     parser.add_argument("--log", help="append one line per request to this file")
     args = parser.parse_args(argv)
