@@ -334,10 +334,15 @@ def test_teardown_keeps_the_host_lock_for_a_waiting_converge(sandbox, veth_objec
         assert sorted(os.listdir(f"/proc/{mnt}/root{PINS}/{p1['name']}")) == EXPECTED_PINS
         assert sorted(d["ifname"] for d in json.loads(sandbox.ip("-j", "link", "show").stdout)) == \
             sorted(["lo"] + [e["host_ifname"] for e in p1["ends"]])
-        for ns, host, cont, _ip in ends_of(p1):
+        ends = ends_of(p1)
+        for ns, host, cont, _ip in ends:
             assert tcx_programs(sandbox.name, host) == [("tcx/ingress", "wire_in")]
             assert tcx_programs(ns, cont) == [] and xdp_program(ns, cont) == (1, "guard_xdp")
-        assert_call(sandbox, [p1])
+        # The phone's pins (and so its counters) live in the holder's private bpffs, out of the
+        # call module's sight: the wire is proven by pings both ways instead of a whole call.
+        for (src, _h, _c, _src_ip), (_dst, _h2, _c2, dst_ip) in ((ends[0], ends[1]), (ends[1], ends[0])):
+            pinged = netns_cmd(src, ["ping", "-c", "2", "-W", "2", dst_ip])
+            assert pinged.returncode == 0, pinged.stdout
 
 
 # ---------------------------------------------------------------- detached by hand
