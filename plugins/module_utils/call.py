@@ -493,6 +493,17 @@ def judge_inject(check, counted=True):
 
 # ---------------------------------------------------------------- yogurt -> host
 
+def ifindexes_of(ifnames):
+    """Ifindexes of those of `ifnames` that exist in this process's network namespace."""
+    found = set()
+    for name in ifnames:
+        try:
+            found.add(socket.if_nametoindex(name))
+        except OSError:
+            pass
+    return found
+
+
 def host_view(ipr, host_ifnames):
     """What the host namespace looks like to a forger: {4: [addresses], 6: [...], 'gateway': {4: ip, 6: ip}}.
 
@@ -500,12 +511,7 @@ def host_view(ipr, host_ifnames):
     default gateways (claimed, never sent to) are used.
     """
     view = {4: [], 6: [], "gateway": {}}
-    own = set()
-    for name in host_ifnames:
-        try:
-            own.add(socket.if_nametoindex(name))
-        except OSError:
-            pass
+    own = ifindexes_of(host_ifnames)
     for msg in ipr.get_addr():
         if msg["index"] in own:
             continue
@@ -543,12 +549,7 @@ def run_reverse(phone, ipr, frames=4, wait=0.25):
     versions = sorted({ipaddress.ip_interface(a).version for e in ends for a in e["addresses"]})
     listeners = _Listeners(None, host_ifnames, versions)
     claims = {v: (view["gateway"].get(v) or (view[v][0] if view[v] else FORGED_IP[v])) for v in (4, 6)}
-    ifindexes = set()
-    for name in host_ifnames:
-        try:
-            ifindexes.add(socket.if_nametoindex(name))
-        except OSError:
-            pass
+    ifindexes = ifindexes_of(host_ifnames)
     forged_mac = ":".join(f"{b:02x}" for b in FORGED_MAC)
     ips = set(claims.values()) | set(FORGED_IP.values())
     before = neighbours(ipr, ifindexes, ips, {forged_mac})
