@@ -20,6 +20,8 @@ description:
     C(linux/bpf.h) and libbpf's C(bpf_helpers.h) (package libbpf-dev)."
 author:
   - yogurt.phone developers (@yogurt-phone)
+extends_documentation_fragment:
+  - yogurt.phone._attributes
 options:
   sources:
     description:
@@ -49,13 +51,13 @@ options:
 attributes:
   check_mode:
     support: full
-    description: Reports whether a compile would happen; writes nothing.
+    details: Reports whether a compile would happen; writes nothing.
   diff_mode:
     support: full
-    description: Shows the object paths before and after.
+    details: Shows the object paths before and after.
   idempotent:
     support: full
-    description: The same sources, flags and compiler give the same object, compiled once.
+    details: The same sources, flags and compiler give the same object, compiled once.
 requirements:
   - clang with the BPF target, libbpf-dev (for C(bpf/bpf_helpers.h))
 """

@@ -42,11 +42,10 @@ description:
     runs nothing and reports nothing.
 author:
   - yogurt.phone developers (@yogurt-phone)
+extends_documentation_fragment:
+  - yogurt.phone._attributes
+  - yogurt.phone._phones
 options:
-  phones:
-    description: The phones, as in the C(yogurt_phones) inventory contract (default, the one default phone).
-    type: list
-    elements: raw
   count:
     description: Echo requests per direction and address.
     type: int
@@ -83,13 +82,12 @@ attributes:
   check_mode:
     support: partial
     details: In check mode nothing is sent and no call is reported (the phones may not exist yet).
-    description: Can run in check mode.
   diff_mode:
-    support: none
-    description: Nothing changes, so there is no diff.
+    support: N/A
+    details: Nothing changes, so there is no diff.
   idempotent:
     support: full
-    description: Never changes anything.
+    details: Never changes anything.
 """
 
 EXAMPLES = r"""
@@ -115,6 +113,17 @@ ok:
   description: Whether every check of every phone passed.
   returned: unless in check mode
   type: bool
+  sample: true
+skipped:
+  description: V(true) in check mode, where no call is placed.
+  returned: in check mode
+  type: bool
+  sample: true
+msg:
+  description: Why nothing was done, in check mode.
+  returned: in check mode
+  type: str
+  sample: "check mode: no call placed"
 summary:
   description: One line per phone, readable at a glance (host, phone, backend and why, ping and
     TCP both ways, injection attempts refused, reverse attempts kept out).

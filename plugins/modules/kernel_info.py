@@ -18,17 +18,13 @@ description:
   - Says which backend C(backend=auto) of the M(yogurt.phone.phones) module would choose, and why.
 author:
   - yogurt.phone developers (@yogurt-phone)
+extends_documentation_fragment:
+  - yogurt.phone._attributes
+  - yogurt.phone._attributes.info_module
 options: {}
 attributes:
   check_mode:
-    support: full
-    description: Probes run in check mode too; they change nothing that outlives them.
-  diff_mode:
-    support: none
-    description: Nothing changes, so there is no diff.
-  idempotent:
-    support: full
-    description: Never reports a change.
+    details: Probes run in check mode too; they change nothing that outlives them.
 requirements:
   - pyroute2 >= 0.9, libbpf (C(libbpf.so.1))
 """
@@ -48,7 +44,51 @@ kernel:
   description: The probe results.
   returned: always
   type: dict
-  sample: {"kernel": "6.18.4", "netkit": false, "tcx": true, "bpffs": true, "libbpf": "1.4"}
+  sample: {"kernel": "6.18.4", "libbpf": "1.4", "bpffs": true, "bpf_load": true, "tcx": true,
+           "netkit_attach": false, "netkit": false, "tcx_reason": "tcx attach works",
+           "netkit_reason": "creating a netkit device failed: Unknown device type"}
+  contains:
+    kernel:
+      description: The running kernel's release.
+      type: str
+      sample: 6.18.4
+    libbpf:
+      description: Version of C(libbpf.so.1); V(null) when it cannot be loaded (the later probes then do not run).
+      type: str
+      sample: "1.4"
+    bpffs:
+      description: Whether bpffs is mounted on C(/sys/fs/bpf).
+      type: bool
+      sample: true
+    bpf_load:
+      description: Whether a BPF program could be loaded.
+      type: bool
+      sample: true
+    tcx:
+      description: Whether programs attach with tcx links (Linux >= 6.6).
+      type: bool
+      sample: true
+    netkit_attach:
+      description: Whether the kernel can attach netkit programs (Linux >= 6.7 with C(CONFIG_NETKIT)).
+      type: bool
+      sample: false
+    netkit_features:
+      description: C(scrub), C(headroom) and C(tailroom), whether the kernel knows each netkit setting.
+      type: dict
+      returned: when the netkit device probe ran
+      sample: {"scrub": true, "headroom": false, "tailroom": false}
+    netkit:
+      description: Whether netkit devices can be created.
+      type: bool
+      sample: false
+    netkit_reason:
+      description: What the netkit probe found, in words.
+      type: str
+      sample: "creating a netkit device failed: Unknown device type"
+    tcx_reason:
+      description: What the tcx probe found, in words.
+      type: str
+      sample: tcx attach works
 auto_backend:
   description: The backend that C(backend=auto) picks on this host.
   returned: always

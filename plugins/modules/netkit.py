@@ -26,6 +26,8 @@ description:
     fails with a message that names the kernel and what is needed.
 author:
   - yogurt.phone developers (@yogurt-phone)
+extends_documentation_fragment:
+  - yogurt.phone._attributes
 requirements:
   - pyroute2 >= 0.9 on the target
   - Linux >= 6.7 with C(CONFIG_NETKIT=y) on the target
@@ -129,21 +131,21 @@ options:
 attributes:
   check_mode:
     support: full
-    description: Reports what would change and changes nothing (the feature probe still
+    details: Reports what would change and changes nothing (the feature probe still
       makes and removes its scratch namespace).
   diff_mode:
     support: full
-    description: Shows every attribute of the pair before and after.
+    details: Shows every attribute of the pair before and after.
   idempotent:
     support: full
-    description: A second run with the same options reports no change.
+    details: A second run with the same options reports no change.
 notes:
   - Needs root (C(CAP_NET_ADMIN), and C(CAP_SYS_ADMIN) to enter namespaces) on the target.
   - Kernels without netkit can build the same datapath from veth pairs; see the
-    C(backend) option of M(yogurt.phone.phone).
+    C(backend) of a phone in O(yogurt.phone.phones#module:phones).
 seealso:
   - module: yogurt.phone.netns
-  - module: yogurt.phone.phone
+  - module: yogurt.phone.phones
   - name: netkit in the Linux kernel
     description: The driver and its netlink attributes.
     link: https://git.kernel.org/pub/scm/linux/kernel/git/torvalds/linux.git/tree/drivers/net/netkit.c

@@ -19,6 +19,8 @@ description:
   - Removing a namespace removes every device still inside it once nothing else holds it.
 author:
   - yogurt.phone developers (@yogurt-phone)
+extends_documentation_fragment:
+  - yogurt.phone._attributes
 options:
   name:
     description:
@@ -40,17 +42,17 @@ options:
 attributes:
   check_mode:
     support: full
-    description: Reports what would change and changes nothing.
+    details: Reports what would change and changes nothing.
   diff_mode:
     support: full
-    description: Shows the namespace's state and loopback before and after.
+    details: Shows the namespace's state and loopback before and after.
   idempotent:
     support: full
-    description: A second run with the same options reports no change.
+    details: A second run with the same options reports no change.
 notes:
   - Needs root (C(CAP_SYS_ADMIN)) on the target.
 seealso:
-  - module: yogurt.phone.phone
+  - module: yogurt.phone.phones
 """
 
 EXAMPLES = r"""

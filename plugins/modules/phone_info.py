@@ -20,6 +20,9 @@ description:
     network namespace.
 author:
   - yogurt.phone developers (@yogurt-phone)
+extends_documentation_fragment:
+  - yogurt.phone._attributes
+  - yogurt.phone._attributes.info_module
 options:
   name:
     description:
@@ -30,16 +33,6 @@ options:
       - Also report what the kernel supports (RV(kernel)).
     type: bool
     default: false
-attributes:
-  check_mode:
-    support: full
-    description: Reads only; runs the same in check mode.
-  diff_mode:
-    support: none
-    description: Nothing changes, so there is nothing to diff.
-  idempotent:
-    support: full
-    description: Never changes anything.
 notes:
   - Needs root to open pinned BPF objects.
 seealso:
@@ -72,6 +65,10 @@ phones:
       description: Name of the phone (its pin directory).
       type: str
       sample: phone
+    exists:
+      description: Whether anything is pinned for the phone; always V(true), phones with nothing pinned are left out.
+      type: bool
+      sample: true
     backend:
       description: V(netkit) or V(veth), from the kind of its links or filters; null if none are found.
       type: str
@@ -115,9 +112,50 @@ phones:
       type: dict
       sample: {"forwarded_packets_0to1": 5, "refused": 20, "unknown_ifindex": 0}
 kernel:
-  description: Kernel facts (O(probe=true)); C(tcx), C(netkit_attach), C(netkit), C(bpffs), C(libbpf).
-  returned: when probe is true
+  description: Kernel facts, found by trying each on throwaway objects in a scratch network namespace.
+  returned: when O(probe=true)
   type: dict
+  sample: {"kernel": "6.18.4", "libbpf": "1.4", "bpffs": true, "bpf_load": true, "tcx": true,
+           "netkit_attach": false, "netkit": false,
+           "details": {"tcx": "tcx attach works", "netkit": "creating a netkit device failed: Unknown device type"}}
+  contains:
+    kernel:
+      description: The running kernel's release.
+      type: str
+      sample: 6.18.4
+    libbpf:
+      description: Version of C(libbpf.so.1); V(null) when it cannot be loaded (the later probes then do not run).
+      type: str
+      sample: "1.4"
+    bpffs:
+      description: Whether bpffs is mounted on C(/sys/fs/bpf).
+      type: bool
+      sample: true
+    bpf_load:
+      description: Whether a BPF program could be loaded.
+      type: bool
+      sample: true
+    tcx:
+      description: Whether programs attach with tcx links (Linux >= 6.6).
+      type: bool
+      sample: true
+    netkit_attach:
+      description: Whether the kernel can attach netkit programs (Linux >= 6.7 with C(CONFIG_NETKIT)).
+      type: bool
+      sample: false
+    netkit_features:
+      description: C(scrub), C(headroom) and C(tailroom), whether the kernel knows each netkit setting.
+      type: dict
+      returned: when the netkit device probe ran
+      sample: {"scrub": true, "headroom": false, "tailroom": false}
+    netkit:
+      description: Whether netkit devices can be created; V(null) when the netkit probe could not run.
+      type: bool
+      sample: false
+    details:
+      description: What each probe found, in words, by probe name (C(libbpf), C(bpf_load), C(tcx), C(netkit_attach), C(netkit)).
+      type: dict
+      sample: {"tcx": "tcx attach works"}
 """
 
 from ansible.module_utils.basic import AnsibleModule

@@ -26,19 +26,10 @@ description:
     lock serializes concurrent runs.
 author:
   - yogurt.phone developers (@yogurt-phone)
+extends_documentation_fragment:
+  - yogurt.phone._attributes
+  - yogurt.phone._phones
 options:
-  phones:
-    description:
-      - The phones of this host, as in the C(yogurt_phones) inventory contract.
-      - When omitted, the single default phone C(phone) with namespaces C(yogurt-1) and
-        C(yogurt-2), devices C(yg1-host)/C(yg1-cont) and C(yg2-host)/C(yg2-cont), and
-        addresses C(10.42.0.1/24) and C(10.42.0.2/24).
-      - "Each phone: C(name) (V([a-z0-9_-]), unique per host), C(backend) (V(auto), V(netkit)
-        or V(veth)), C(state) (V(present) or V(absent)), C(ends) (exactly two, each with
-        C(netns), C(host_ifname), C(cont_ifname) and C(addresses), a list of CIDRs),
-        optional C(mtu) and C(mode) (V(l3) or V(l2), netkit only)."
-    type: list
-    elements: raw
   veth_object:
     description:
       - Path on the host of the compiled C(bpf/wire_veth.bpf.c) object.
@@ -66,13 +57,13 @@ options:
 attributes:
   check_mode:
     support: full
-    description: Reports per phone what would change; nothing is created, attached or removed.
+    details: Reports per phone what would change; nothing is created, attached or removed.
   diff_mode:
     support: full
-    description: Shows each phone (backend, ends, addresses, wire) before and after.
+    details: Shows each phone (backend, ends, addresses, wire) before and after.
   idempotent:
     support: full
-    description: A second run with the same input reports no change.
+    details: A second run with the same input reports no change.
 notes:
   - Needs root, bpffs, libbpf (C(libbpf.so.1)) and pyroute2 on the host; the
     C(yogurt.phone.bpf_toolchain) role installs them.
@@ -140,19 +131,204 @@ phones:
       elements: str
       sample: ["created namespace yogurt-1", "created veth pair yg1-host <-> yogurt-1/yg1-cont"]
     ends:
-      description: The two ends as converged, with the host-side ifindex.
+      description:
+        - The two ends as converged (as they would be, in check mode), in input order.
+        - On the netkit backend an entry also carries the pair's other attributes, as
+          RV(yogurt.phone.netkit#module:netkit) of the M(yogurt.phone.netkit) module names them.
       type: list
       elements: dict
       returned: when state is present
+      contains:
+        netns:
+          description: The yogurt's named network namespace.
+          type: str
+          sample: yogurt-1
+        host_ifname:
+          description: The host-side device.
+          type: str
+          sample: yg1-host
+        cont_ifname:
+          description: The device inside the yogurt.
+          type: str
+          sample: yg1-cont
+        host_ifindex:
+          description: Interface index of the host-side device; V(null) in check mode before the pair exists.
+          type: int
+          sample: 7
+        kind:
+          description: The kind of the pair, V(veth) or V(netkit).
+          type: str
+          sample: veth
+        host_addresses:
+          description: Addresses of the host-side device; empty unless O(host_addresses=report) left some.
+          type: list
+          elements: str
+          sample: []
+        peer_addresses:
+          description: Addresses of the yogurt-side device (IPv6 link-local addresses the kernel made are left out).
+          type: list
+          elements: str
+          sample: [10.42.0.1/24]
+        mtu:
+          description: MTU of the pair.
+          type: int
+          sample: 1500
+        up:
+          description: Whether both devices are up (on the netkit backend, the host side).
+          type: bool
+          sample: true
+        state:
+          description: V(present) (netkit phones only).
+          type: str
+          returned: on the netkit backend
+          sample: present
+        peer_ifname:
+          description: The device inside the yogurt, as the netkit pair names it (netkit phones only).
+          type: str
+          returned: on the netkit backend
+          sample: yg1-cont
+        peer_netns:
+          description: Namespace of the peer (netkit phones only).
+          type: str
+          returned: on the netkit backend
+          sample: yogurt-1
+        mode:
+          description: V(l3) or V(l2) (netkit phones only).
+          type: str
+          returned: on the netkit backend
+          sample: l3
+        policy:
+          description: Policy of the primary device (netkit phones only).
+          type: str
+          returned: on the netkit backend
+          sample: blackhole
+        peer_policy:
+          description: Policy of the peer device (netkit phones only).
+          type: str
+          returned: on the netkit backend
+          sample: blackhole
+        scrub:
+          description: Scrub setting of the primary; V(null) on kernels without scrub support (netkit phones only).
+          type: str
+          returned: on the netkit backend
+          sample: default
+        peer_scrub:
+          description: Scrub setting of the peer (netkit phones only).
+          type: str
+          returned: on the netkit backend
+          sample: default
+        headroom:
+          description: Headroom of the pair; V(null) on kernels that do not report it (netkit phones only).
+          type: int
+          returned: on the netkit backend
+          sample: 0
+        tailroom:
+          description: Tailroom of the pair; V(null) on kernels that do not report it (netkit phones only).
+          type: int
+          returned: on the netkit backend
+          sample: 0
+        peer_mtu:
+          description: MTU of the peer (netkit phones only).
+          type: int
+          returned: on the netkit backend
+          sample: 1500
+        peer_up:
+          description: Whether the peer is up (netkit phones only).
+          type: bool
+          returned: on the netkit backend
+          sample: true
+        host_addr_gen_mode:
+          description: IPv6 address generation mode of the host side (netkit phones only).
+          type: str
+          returned: on the netkit backend
+          sample: none
     wire:
-      description: The wire's programs, links and maps (ids and tags).
+      description:
+        - The phone's wire after the run, as RV(yogurt.phone.wire#module:programs),
+          RV(yogurt.phone.wire#module:links) and RV(yogurt.phone.wire#module:maps) of the
+          M(yogurt.phone.wire) module report it.
+        - Empty in check mode when the pairs do not exist yet.
       type: dict
       returned: when state is present
+      contains:
+        backend:
+          description: The backend the wire uses.
+          type: str
+          sample: veth
+        attach_mode:
+          description: V(netkit), V(tcx) or V(tc), how the programs are attached.
+          type: str
+          sample: tcx
+        programs:
+          description: Pinned programs, C(name), C(id), C(tag).
+          type: list
+          elements: dict
+          returned: not in check mode
+          sample: [{"name": "wire_in", "id": 46, "tag": "9ef8c75ba82c9ae1"}]
+        links:
+          description:
+            - Pinned links, C(pin), C(id), C(type), C(attach_type), C(ifindex), C(prog_id),
+              C(program), C(defunct) (its device is gone).
+          type: list
+          elements: dict
+          returned: not in check mode
+          sample: [{"pin": "link_end0_in", "id": 6, "type": "tcx", "attach_type": "tcx_ingress",
+                    "ifindex": 7, "prog_id": 46, "program": "wire_in", "defunct": false}]
+        maps:
+          description: The C(wires) map and the counters (summed over CPUs).
+          type: dict
+          returned: not in check mode
+          sample: {"wires": [{"ifindex": 7, "target": 9, "direction": 0}],
+                   "counters": {"forwarded_packets_0to1": 5, "refused": 0}}
 kernel:
-  description: What the kernel probes found (release, netkit, tcx).
+  description: What the kernel probes found, by trying each on throwaway objects.
   returned: always
   type: dict
-  sample: {"kernel": "6.18.4", "netkit": false, "tcx": true}
+  sample: {"kernel": "6.18.4", "libbpf": "1.4", "bpffs": true, "bpf_load": true, "tcx": true,
+           "netkit_attach": false, "netkit": false, "tcx_reason": "tcx attach works",
+           "netkit_reason": "creating a netkit device failed: Unknown device type"}
+  contains:
+    kernel:
+      description: The running kernel's release.
+      type: str
+      sample: 6.18.4
+    libbpf:
+      description: Version of C(libbpf.so.1); V(null) when it cannot be loaded.
+      type: str
+      sample: "1.4"
+    bpffs:
+      description: Whether bpffs is mounted on C(/sys/fs/bpf).
+      type: bool
+      sample: true
+    bpf_load:
+      description: Whether a BPF program could be loaded.
+      type: bool
+      sample: true
+    tcx:
+      description: Whether programs attach with tcx links (Linux >= 6.6).
+      type: bool
+      sample: true
+    netkit_attach:
+      description: Whether the kernel can attach netkit programs.
+      type: bool
+      sample: false
+    netkit:
+      description: Whether netkit devices can be created.
+      type: bool
+      sample: false
+    netkit_features:
+      description: C(scrub), C(headroom) and C(tailroom), whether the kernel knows each netkit setting.
+      type: dict
+      returned: when the netkit device probe ran
+      sample: {"scrub": true, "headroom": false, "tailroom": false}
+    netkit_reason:
+      description: What the netkit probe found, in words.
+      type: str
+      sample: "creating a netkit device failed: Unknown device type"
+    tcx_reason:
+      description: What the tcx probe found, in words.
+      type: str
+      sample: tcx attach works
 """
 
 from ansible.module_utils.basic import AnsibleModule

@@ -32,6 +32,8 @@ description:
   - The pairs and namespaces must exist; this module only wires them.
 author:
   - yogurt.phone developers (@yogurt-phone)
+extends_documentation_fragment:
+  - yogurt.phone._attributes
 options:
   phone:
     description:
@@ -91,15 +93,15 @@ options:
 attributes:
   check_mode:
     support: full
-    description:
+    details:
       - Reports what would change and changes nothing. The object is loaded into the kernel
         (and closed again) to learn its program tags, so check mode also proves it loads.
   diff_mode:
     support: full
-    description: Shows program tags, links and the wires map before and after.
+    details: Shows program tags, links and the wires map before and after.
   idempotent:
     support: full
-    description: A second run with the same object and devices reports no change.
+    details: A second run with the same object and devices reports no change.
 notes:
   - Needs root (C(CAP_BPF), C(CAP_NET_ADMIN), C(CAP_SYS_ADMIN) to enter namespaces) and
     libbpf 1.x, pyroute2 on the target. tcx needs Linux >= 6.6, netkit Linux >= 6.7 with
