@@ -119,41 +119,15 @@ kernel:
            "netkit_attach": false, "netkit": false,
            "details": {"tcx": "tcx attach works", "netkit": "creating a netkit device failed: Unknown device type"}}
   contains:
-    kernel:
-      description: The running kernel's release.
-      type: str
-      sample: 6.18.4
-    libbpf:
-      description: Version of C(libbpf.so.1); V(null) when it cannot be loaded (the later probes then do not run).
-      type: str
-      sample: "1.4"
-    bpffs:
-      description: Whether bpffs is mounted on C(/sys/fs/bpf).
-      type: bool
-      sample: true
-    bpf_load:
-      description: Whether a BPF program could be loaded.
-      type: bool
-      sample: true
-    tcx:
-      description: Whether programs attach with tcx links (Linux >= 6.6).
-      type: bool
-      sample: true
-    netkit_attach:
-      description: Whether the kernel can attach netkit programs (Linux >= 6.7 with C(CONFIG_NETKIT)).
-      type: bool
-      sample: false
-    netkit_features:
-      description: C(scrub), C(headroom) and C(tailroom), whether the kernel knows each netkit setting.
-      type: dict
-      returned: when the netkit device probe ran
-      sample: {"scrub": true, "headroom": false, "tailroom": false}
     netkit:
       description: Whether netkit devices can be created; V(null) when the netkit probe could not run.
       type: bool
       sample: false
     details:
-      description: What each probe found, in words, by probe name (C(libbpf), C(bpf_load), C(tcx), C(netkit_attach), C(netkit)).
+      description:
+        - What each probe found, in words, by probe name (C(libbpf), C(bpf_load), C(tcx), C(netkit_attach), C(netkit)).
+        - The other keys are those of RV(yogurt.phone.kernel_info#module:kernel) of the
+          M(yogurt.phone.kernel_info) module but for C(netkit_reason) and C(tcx_reason), which are in here.
       type: dict
       sample: {"tcx": "tcx attach works"}
 """

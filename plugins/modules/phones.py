@@ -281,54 +281,14 @@ phones:
           sample: {"wires": [{"ifindex": 7, "target": 9, "direction": 0}],
                    "counters": {"forwarded_packets_0to1": 5, "refused": 0}}
 kernel:
-  description: What the kernel probes found, by trying each on throwaway objects.
+  description:
+    - What the kernel probes found, by trying each on throwaway objects; the same facts as
+      RV(yogurt.phone.kernel_info#module:kernel) of the M(yogurt.phone.kernel_info) module.
   returned: always
   type: dict
   sample: {"kernel": "6.18.4", "libbpf": "1.4", "bpffs": true, "bpf_load": true, "tcx": true,
            "netkit_attach": false, "netkit": false, "tcx_reason": "tcx attach works",
            "netkit_reason": "creating a netkit device failed: Unknown device type"}
-  contains:
-    kernel:
-      description: The running kernel's release.
-      type: str
-      sample: 6.18.4
-    libbpf:
-      description: Version of C(libbpf.so.1); V(null) when it cannot be loaded.
-      type: str
-      sample: "1.4"
-    bpffs:
-      description: Whether bpffs is mounted on C(/sys/fs/bpf).
-      type: bool
-      sample: true
-    bpf_load:
-      description: Whether a BPF program could be loaded.
-      type: bool
-      sample: true
-    tcx:
-      description: Whether programs attach with tcx links (Linux >= 6.6).
-      type: bool
-      sample: true
-    netkit_attach:
-      description: Whether the kernel can attach netkit programs.
-      type: bool
-      sample: false
-    netkit:
-      description: Whether netkit devices can be created.
-      type: bool
-      sample: false
-    netkit_features:
-      description: C(scrub), C(headroom) and C(tailroom), whether the kernel knows each netkit setting.
-      type: dict
-      returned: when the netkit device probe ran
-      sample: {"scrub": true, "headroom": false, "tailroom": false}
-    netkit_reason:
-      description: What the netkit probe found, in words.
-      type: str
-      sample: "creating a netkit device failed: Unknown device type"
-    tcx_reason:
-      description: What the tcx probe found, in words.
-      type: str
-      sample: tcx attach works
 """
 
 from ansible.module_utils.basic import AnsibleModule
