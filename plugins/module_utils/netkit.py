@@ -801,8 +801,12 @@ def _converge(want, check_mode, recreate):
     predicted = _predict_in_place(current, want)
 
     if check_mode:
+        # A pair that stays keeps its ifindexes (the phone converge inspects its wire by them);
+        # one that would be created or recreated has none yet.
+        kept = {"host_ifindex": pair["host_ifindex"], "peer_ifindex": pair["peer_ifindex"]} \
+            if pair is not None and not reasons else {}
         return {"changed": bool(actions), "before": before, "after": predicted, "actions": actions,
-                "netkit": dict(predicted, host_ifname=host), "warnings": warnings, "features": features}
+                "netkit": dict(predicted, host_ifname=host, **kept), "warnings": warnings, "features": features}
 
     if steps:
         _apply_in_place(pair, want, steps)

@@ -205,7 +205,7 @@ netkit:
       type: str
       sample: yg1-host
     host_ifindex:
-      description: Interface index of the host side. Not returned in check mode.
+      description: Interface index of the host side. In check mode, returned only for a pair that exists and is kept.
       type: int
       sample: 7
     peer_ifname:
@@ -213,7 +213,7 @@ netkit:
       type: str
       sample: yg1-cont
     peer_ifindex:
-      description: Interface index of the peer, inside its namespace. Not returned in check mode.
+      description: Interface index of the peer, inside its namespace. In check mode, returned only for a pair that exists and is kept.
       type: int
       sample: 2
     peer_netns:

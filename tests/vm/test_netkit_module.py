@@ -160,6 +160,13 @@ def test_edge_recreate_moves_peer_and_drift_is_repaired(edge):
     assert edge["move_recreate"]["ok"]["netkit"]["peer_netns"].endswith("-y1")
     assert edge["peer_address_drift"]["ok"]["actions"] == ["remove address 10.9.9.9/32 from e1-peer"]
     assert edge["noop"]["ok"]["changed"] is False
+    # Check mode on a pair that stays reports its ifindexes, as a real run does: the phone
+    # converge reads them to inspect the wire (without them, --check on a netkit phone always
+    # said "attach the wire").
+    noop_check, noop = edge["noop_check"]["ok"], edge["noop"]["ok"]
+    assert noop_check["changed"] is False, noop_check
+    assert noop_check["netkit"]["host_ifindex"] == noop["netkit"]["host_ifindex"], (noop_check, noop)
+    assert noop_check["netkit"]["peer_ifindex"] == noop["netkit"]["peer_ifindex"], (noop_check, noop)
     print(f"\nno-op converge in the VM (module_utils only, no Ansible): {edge['noop']['seconds']} s")
 
 

@@ -60,6 +60,7 @@ try:
         ip(f"-n {PEER_NS} addr add 10.9.9.9/32 dev e1-peer")
         case("peer_address_drift", moved)
         case("noop", moved)
+        case("noop_check", moved, check_mode=True)
         case("scrub_none", {"host_ifname": "e4-host", "peer_ifname": "e4-peer", "scrub": "none"})
         case("scrub_back_to_default_refused", {"host_ifname": "e4-host", "peer_ifname": "e4-peer"})
         case("remove_e1", "e1-host", remove=True)
