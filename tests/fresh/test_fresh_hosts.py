@@ -8,10 +8,14 @@ Four VMs boot side by side (qemu TCG, restrict=on, a guestfwd to the proxy):
 
 - README: the README's first command exactly as written, as root, inside a fresh Debian 12
   (fresh-stock) on a clean copy of the tree; then site.yml again (changed=0).
-- over ssh: full site.yml from this controller on fresh-stock (6.1: veth with tc filters),
-  fresh-bpo (6.12: netkit) and fresh-trixie (Debian 13's 6.12: netkit); the second run
-  changes nothing and opens no apt or pip program or library (inotify in the VM, with a
-  control that it sees them); site.yml --check changes nothing; teardown leaves nothing.
+- over ssh: full site.yml from this controller, one inventory of two phones (one dual-stack),
+  on fresh-stock (Debian 12's 6.1: veth with tc filters), fresh-bpo (Debian 12, backports
+  6.12: netkit) and fresh-trixie (Debian 13, backports 7.x: netkit with headroom/tailroom);
+  then kernels.yml: call.yml on each, each host picked the backend and attach mode its kernel
+  allows, and a netkit pair with every attribute is taken exactly where the kernel has them;
+  the second run changes nothing and opens no apt or pip program or library (inotify in the
+  VM, with a control that it sees them); site.yml --check changes nothing; teardown leaves
+  nothing.
 - the proxy refuses what it must (from inside a VM), and a direct connection fails.
 
 The whole story runs once (module fixture); the tests check what it saw. Times and the
@@ -41,19 +45,33 @@ pytestmark = pytest.mark.fresh
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 OUT = ROOT / "tests" / "output" / "fresh"
 README_COMMAND = "./scripts/setup && .venv/bin/ansible-playbook site.yml"
-# What each kernel allows: the backend `auto` must pick, as seen on the host-side device.
+# What each kernel allows: the backend `auto` must pick (as seen on the host-side device), and
+# kernels.yml's expectations (kernels_expect: attach mode, netkit, headroom/tailroom).
 OVER_SSH = {
-    "fresh-stock": {"kernel": "6.1.", "backend": "veth", "tc_filters": True},
-    "fresh-bpo": {"kernel": "6.12.", "backend": "netkit", "tc_filters": False},
-    "fresh-trixie": {"kernel": "6.12.", "backend": "netkit", "tc_filters": False},
+    "fresh-stock": {"kernel": "6.1.", "backend": "veth", "tc_filters": True,
+                    "kernels_expect": {"backend": "veth", "attach_mode": "tc", "netkit": False, "headroom": False}},
+    "fresh-bpo": {"kernel": "6.12.", "backend": "netkit", "tc_filters": False,
+                  "kernels_expect": {"backend": "netkit", "attach_mode": "netkit", "netkit": True, "headroom": False}},
+    "fresh-trixie": {"kernel": "7.", "backend": "netkit", "tc_filters": False,
+                     "kernels_expect": {"backend": "netkit", "attach_mode": "netkit", "netkit": True, "headroom": True}},
 }
-# CI runs fresh-stock over ssh (the flavor whose whole story has passed here); the others and
-# the README VM are opt-in until they have passed on this machine within the suite's budget:
-# YOGURT_FRESH_FLAVORS=all (or a comma list) and YOGURT_FRESH_README=1.
-_WANTED = os.environ.get("YOGURT_FRESH_FLAVORS", "fresh-stock")
+# The inventory of the over-ssh story: two phones, one of them dual-stack.
+PHONES = [
+    {"name": "phone", "backend": "auto", "ends": [
+        {"netns": "yogurt-1", "host_ifname": "yg1-host", "cont_ifname": "yg1-cont", "addresses": ["10.42.0.1/24"]},
+        {"netns": "yogurt-2", "host_ifname": "yg2-host", "cont_ifname": "yg2-cont", "addresses": ["10.42.0.2/24"]}]},
+    {"name": "phone6", "backend": "auto", "ends": [
+        {"netns": "yogurt-61", "host_ifname": "yg61-host", "cont_ifname": "yg61-cont",
+         "addresses": ["10.43.0.1/24", "fd00:6::1/64"]},
+        {"netns": "yogurt-62", "host_ifname": "yg62-host", "cont_ifname": "yg62-cont",
+         "addresses": ["10.43.0.2/24", "fd00:6::2/64"]}]},
+]
+# CI runs everything. While developing, YOGURT_FRESH_FLAVORS=fresh-stock,... picks the
+# over-ssh flavors and YOGURT_FRESH_README=0 leaves the README VM out.
+_WANTED = os.environ.get("YOGURT_FRESH_FLAVORS", "all")
 OVER_SSH = {flavor: expect for flavor, expect in OVER_SSH.items()
             if _WANTED == "all" or flavor in _WANTED.split(",")}
-WITH_README = os.environ.get("YOGURT_FRESH_README", "0") != "0"
+WITH_README = os.environ.get("YOGURT_FRESH_README", "1") != "0"
 TOOLCHAIN_PACKAGES = ["clang", "llvm", "bpftool", "libbpf-dev", "python3-pyroute2", "python3-pip"]
 # libbpf1 comes with the release's own iproute2 (bookworm: 1:1.1.2): present, but not the
 # backports one (>= 1:1.3) that the toolchain role installs on Debian 12.
@@ -222,10 +240,11 @@ def _over_ssh_story(vms, clock):
     seen = {}
     hosts = {vm.flavor: vm for vm in vms}
     inventory = OUT / "inventory.yml"
-    lines = ["all:", "  hosts:"]
+    lines = ["all:", f"  vars: {{yogurt_phones: {json.dumps(PHONES)}}}", "  hosts:"]
     for flavor, vm in hosts.items():
         lines.append(f"    {flavor}:")
-        lines += [f"      {key}: {json.dumps(value)}" for key, value in vm.facts().items()]
+        facts = dict(vm.facts(), kernels_expect=OVER_SSH[flavor]["kernels_expect"])
+        lines += [f"      {key}: {json.dumps(value)}" for key, value in facts.items()]
     inventory.write_text("\n".join(lines) + "\n")
     site = ROOT / "site.yml"
 
@@ -239,6 +258,12 @@ def _over_ssh_story(vms, clock):
     seen["after_first"] = dict(zip(hosts, _parallel(_state, list(hosts.values()))))
     seen["devices"] = dict(zip(hosts, _parallel(lambda vm: vm.run(DEVICE, check=False).stdout, list(hosts.values()))))
     seen["tc"] = dict(zip(hosts, _parallel(lambda vm: vm.run(TC_FILTERS, check=False).stdout, list(hosts.values()))))
+
+    started = time.monotonic()
+    seen["kernels"] = playbook_run.run_playbook(inventory, pathlib.Path(__file__).parent / "kernels.yml",
+                                                title="fresh hosts: kernels.yml", timeout=3600)
+    clock.took("over ssh: kernels.yml (call.yml, backend and attributes per kernel)", started)
+    (OUT / "ssh-kernels.log").write_text("".join(seen["kernels"].output))
 
     # The watcher sees apt and pip when they run (control), then watches the second run.
     watcher = (pathlib.Path(__file__).parent / "watch_apt_pip.py").read_text()
@@ -267,12 +292,14 @@ def _over_ssh_story(vms, clock):
     started = time.monotonic()
     check = playbook_run.run_playbook(inventory, site, title="fresh hosts: site.yml --check", timeout=3600, args=["--check"])
     clock.took("over ssh: site.yml --check", started)
+    (OUT / "ssh-check.log").write_text("".join(check.output))
     seen["check"] = check
 
     started = time.monotonic()
     teardown = playbook_run.run_playbook(inventory, ROOT / "playbooks" / "teardown.yml", title="fresh hosts: teardown",
                                          timeout=3600)
     clock.took("over ssh: teardown.yml", started)
+    (OUT / "ssh-teardown.log").write_text("".join(teardown.output))
     seen["teardown"] = teardown
     seen["leftovers"] = dict(zip(hosts, _parallel(lambda vm: vm.run(LEFTOVERS).stdout, list(hosts.values()))))
     return seen
@@ -395,7 +422,16 @@ def test_site_over_ssh_installs_the_toolchain_and_builds_the_phones(story):
         assert ("bpf" in seen["tc"][flavor]) == expect["tc_filters"], (flavor, seen["tc"][flavor])
         assert _task(first, flavor, "Place a test call through every phone")["_status"] == "ok", flavor
         phones = _task(first, flavor, "Converge the phones")["phones"]
-        assert [p["backend"] for p in phones] == [expect["backend"]], (flavor, phones)
+        assert [p["backend"] for p in phones] == [expect["backend"]] * len(PHONES), (flavor, phones)
+
+
+def test_each_kernel_gets_its_backend_and_every_attribute_it_has(story):
+    kernels = _part(story, "over_ssh")["kernels"]
+    assert kernels.rc == 0, "kernels.yml failed:\n" + "".join(kernels.output[-80:])
+    for flavor in OVER_SSH:  # (the netkit pair with every attribute fails, ignored, where the kernel lacks one)
+        for task in ("Each phone is on the expected backend and attach mode, and carried the call",
+                     "The attributes were taken exactly where the kernel has them"):
+            assert _task(kernels, flavor, task)["_status"] == "ok", (flavor, task)
 
 
 def test_second_run_changes_nothing_and_runs_no_apt_or_pip(story):
@@ -416,7 +452,9 @@ def test_check_mode_after_that_changes_nothing(story):
     check = _part(story, "over_ssh")["check"]
     assert check.rc == 0, "".join(check.output[-80:])
     for flavor in OVER_SSH:
-        assert check.recap()[flavor]["changed"] == 0, (flavor, check.changed_tasks(flavor))
+        changed = {task: {key: check.by_host[(flavor, task)].get(key) for key in ("actions", "diff", "msg", "phones")}
+                   for task in check.changed_tasks(flavor)}
+        assert not changed, (flavor, changed)
 
 
 def test_teardown_leaves_nothing(story):

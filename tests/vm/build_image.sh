@@ -5,7 +5,7 @@
 #
 #   tests/vm/build_image.sh [FLAVOR]   # prints the image directory on the last line
 #
-# Flavors (the `kernels` molecule scenario boots one VM of each):
+# Flavors (the vm and molecule layers boot netkit; stock and trixie are for labs):
 #   netkit   (default) bookworm + bookworm-backports 6.12 (CONFIG_NETKIT=y), iproute2 6.15,
 #            bpftool 7.5, libbpf 1.4.6: what yogurt.phone.bpf_toolchain gives a Debian 12 host
 #            that also took the backports kernel.
@@ -24,7 +24,8 @@
 #   fresh-stock   bookworm as installed: its own 6.1 kernel, no backports in its sources.
 #   fresh-bpo     bookworm with the bookworm-backports 6.12 kernel; backports removed from
 #                 the sources again afterwards (a host that once took the kernel).
-#   fresh-trixie  trixie as installed, its own 6.12 kernel (netkit), no backports.
+#   fresh-trixie  trixie with the trixie-backports 7.x kernel (netkit with headroom and
+#                 tailroom); backports removed from the sources again afterwards.
 #
 # Output: $YOGURT_VM_CACHE/<flavor>-<hash>/ (default ~/.cache/yogurt-phone/vm) with
 #   rootfs.img (raw ext4), vmlinuz, initrd.img, id_ed25519 (+.pub), packages.txt, flavor, complete
@@ -63,9 +64,9 @@ case "$FLAVOR" in
     SUITE=bookworm KERNEL=linux-image-6.12.95+deb12-amd64 KERNEL_FROM=bookworm-backports
     FRESH_BUILD_SUITES=bookworm-backports ;;
   fresh-trixie)
-    # Debian 13's own kernel (6.12, CONFIG_NETKIT=y): what a host has right after installing
-    # trixie. The 7.x backports kernel is the `trixie` flavor's (kernels scenario).
-    SUITE=trixie KERNEL=linux-image-amd64 KERNEL_FROM= FRESH_BUILD_SUITES="" ;;
+    # Debian 13 with the newest 7.x of trixie-backports (netkit with every attribute; Debian
+    # 13's own 6.12 is fresh-bpo's kernel); backports removed from the sources again afterwards.
+    SUITE=trixie KERNEL=linux-image-amd64 KERNEL_FROM=trixie-backports FRESH_BUILD_SUITES=trixie-backports ;;
 # <<< fresh-host flavors
   *)
     echo "build_image.sh: unknown flavor '$FLAVOR' (netkit, stock, trixie, fresh-stock, fresh-bpo or fresh-trixie)" >&2
