@@ -257,7 +257,7 @@ def prog_stats(pinned):
 
 def build_objects(dest):
     """Compile the wire objects with the collection's own bpf_build (cached by hash)."""
-    from ansible_collections.yogurt.phone.plugins.module_utils.bpf_build import build_files
+    from ansible_collections.yogurt.phone.plugins.module_utils._bpf_build import build_files
 
     bpf_dir = ROOT / "bpf"
     paths = [str(bpf_dir / n) for n in ("wire.h", "wire_veth.bpf.c", "wire_netkit.bpf.c")]

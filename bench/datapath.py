@@ -232,7 +232,7 @@ def ttl_check(sc):
 
 
 def runcnt_check(sc, info, rr_bin, transactions):
-    from ansible_collections.yogurt.phone.plugins.module_utils.wire import read_wire
+    from ansible_collections.yogurt.phone.plugins.module_utils._wire import read_wire
 
     pdir = f"/sys/fs/bpf/yogurt/{info['phone']['name']}"
     progs = ("wire_in", "guard_xdp")  # guard_xdp: native XDP in the yogurts, which the wire's packets skip

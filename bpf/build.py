@@ -4,7 +4,7 @@
 """Compile one wire program by hand: python3 bpf/build.py SOURCE.bpf.c OUTDIR [extra clang flags]
 
 Prints the object's path, OUTDIR/<stem>-<hash>.o. The same code as the bpf_compile module
-(plugins/module_utils/bpf_build.py): an unchanged input is not compiled again.
+(plugins/module_utils/_bpf_build.py): an unchanged input is not compiled again.
 """
 
 import pathlib
@@ -13,7 +13,7 @@ import sys
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / ".ansible" / "collections"))
 
 # pylint: disable=wrong-import-position
-from ansible_collections.yogurt.phone.plugins.module_utils.bpf_build import build_files  # noqa: E402
+from ansible_collections.yogurt.phone.plugins.module_utils._bpf_build import build_files  # noqa: E402
 
 
 def main(argv):

@@ -7,7 +7,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 name: phone_problems
 short_description: List what is wrong with a yogurt_phones value
-version_added: 0.1.0
+version_added: 1.0.0
 description:
   - Checks a C(yogurt_phones) list against the inventory contract on the controller, before
     any task reaches a host, and returns one sentence per problem (an empty list when the
@@ -37,7 +37,7 @@ _value:
   elements: str
 """
 
-from ansible_collections.yogurt.phone.plugins.module_utils.phone_model import PhoneInputError, normalize_phones
+from ansible_collections.yogurt.phone.plugins.module_utils._phone_model import PhoneInputError, normalize_phones
 
 
 def phone_problems(phones):

@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 ---
 module: bpf_compile
 short_description: Compile BPF C sources into objects on the host, once per distinct source
-version_added: 0.1.0
+version_added: 1.0.0
 description:
   - Takes BPF C sources as text (so no file has to be copied first), writes them under
     O(dest) and compiles each program with C(clang -O2 -g -target bpf).
@@ -99,7 +99,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.yogurt.phone.plugins.module_utils.bpf_build import BuildError, plan_build, run_build
+from ansible_collections.yogurt.phone.plugins.module_utils._bpf_build import BuildError, plan_build, run_build
 
 
 def main():

@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 ---
 module: call
 short_description: Place a test call through yogurt-phones and try to break in, both ways
-version_added: 0.1.0
+version_added: 1.0.0
 description:
   - For every present phone, from each yogurt to every address of the other one, sends
     ICMP echo requests and makes a TCP exchange (a listener opened inside the far yogurt
@@ -185,16 +185,17 @@ calls:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.yogurt.phone.plugins.module_utils.call import (
+from ansible_collections.yogurt.phone.plugins.module_utils._call import (
     backend_reason, call_phone, failure_lines, short_kernel, summary_line)
-from ansible_collections.yogurt.phone.plugins.module_utils.links import HAS_PYROUTE2, open_ipr
-from ansible_collections.yogurt.phone.plugins.module_utils.phone_model import PhoneInputError, normalize_phones
+from ansible_collections.yogurt.phone.plugins.module_utils import _wire as wire
+from ansible_collections.yogurt.phone.plugins.module_utils._netlink import open_ipr
+from ansible_collections.yogurt.phone.plugins.module_utils._phone_model import PhoneInputError, normalize_phones
+from ansible_collections.yogurt.phone.plugins.module_utils._pyroute2_dep import assert_required_pyroute2
 
 
 def wire_state(phone, kernel):
     """backend, attach_mode and reason of a phone, read from its pinned wire."""
     try:
-        from ansible_collections.yogurt.phone.plugins.module_utils import wire
         info = wire.read_wire(phone["name"])
     except Exception:  # pylint: disable=broad-except
         info = {}
@@ -227,7 +228,8 @@ def main():
                          msg="check mode: no call placed")
     kernel = short_kernel()
     host = params["host"]
-    ipr = open_ipr() if HAS_PYROUTE2 and params["reverse"] else None
+    assert_required_pyroute2(module)
+    ipr = open_ipr() if params["reverse"] else None
     calls = []
     try:
         for phone in phones:

@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 ---
 module: kernel_info
 short_description: Probe what the host's kernel offers yogurt-phones
-version_added: 0.1.0
+version_added: 1.0.0
 description:
   - Finds out by trying, not by reading version numbers (Cilium style), whether the kernel
     can load BPF programs, attach them with tcx, create netkit devices (and with which
@@ -46,7 +46,9 @@ kernel:
   type: dict
   sample: {"kernel": "6.18.4", "libbpf": "1.4", "bpffs": true, "bpf_load": true, "tcx": true,
            "netkit_attach": false, "netkit": false, "tcx_reason": "tcx attach works",
-           "netkit_reason": "creating a netkit device failed: Unknown device type"}
+           "netkit_attach_reason": "netkit attach refused (Invalid argument): needs Linux >= 6.7 built with CONFIG_NETKIT",
+           "netkit_reason": "creating a netkit device failed: Unknown device type",
+           "netkit_features": {"scrub": false, "headroom": false, "tailroom": false}}
   contains:
     kernel:
       description: The running kernel's release.
@@ -72,6 +74,10 @@ kernel:
       description: Whether the kernel can attach netkit programs (Linux >= 6.7 with C(CONFIG_NETKIT)).
       type: bool
       sample: false
+    netkit_attach_reason:
+      description: What the netkit attach probe found, in words.
+      type: str
+      sample: "netkit attach refused (Invalid argument): needs Linux >= 6.7 built with CONFIG_NETKIT"
     netkit_features:
       description: C(scrub), C(headroom) and C(tailroom), whether the kernel knows each netkit setting.
       type: dict
@@ -82,11 +88,13 @@ kernel:
       type: bool
       sample: false
     netkit_reason:
-      description: What the netkit probe found, in words.
+      description: What the netkit device probe found, in words (why it did not run, when libbpf or a
+        BPF program load failed).
       type: str
       sample: "creating a netkit device failed: Unknown device type"
     tcx_reason:
-      description: What the tcx probe found, in words.
+      description: What the tcx probe found, in words (why it did not run, when libbpf or a BPF
+        program load failed).
       type: str
       sample: tcx attach works
 auto_backend:
@@ -103,16 +111,15 @@ auto_reason:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.yogurt.phone.plugins.module_utils.links import HAS_PYROUTE2, PYROUTE2_IMPORT_ERROR
-from ansible_collections.yogurt.phone.plugins.module_utils.phone_converge import probe_host, resolve_backend
+from ansible_collections.yogurt.phone.plugins.module_utils._phone_converge import resolve_backend
+from ansible_collections.yogurt.phone.plugins.module_utils._probes import probe_kernel
+from ansible_collections.yogurt.phone.plugins.module_utils._pyroute2_dep import assert_required_pyroute2
 
 
 def main():
     module = AnsibleModule(argument_spec={}, supports_check_mode=True)
-    if not HAS_PYROUTE2:
-        module.fail_json(msg=f"pyroute2 is missing on this host ({PYROUTE2_IMPORT_ERROR}): "
-                             "run the yogurt.phone.bpf_toolchain role, or pip install 'pyroute2>=0.9'")
-    facts = probe_host()
+    assert_required_pyroute2(module)
+    facts = probe_kernel()
     backend, reason = resolve_backend("auto", facts)
     module.exit_json(changed=False, kernel=facts, auto_backend=backend, auto_reason=reason)
 

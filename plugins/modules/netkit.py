@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 ---
 module: netkit
 short_description: Manage netkit device pairs
-version_added: 0.1.0
+version_added: 1.0.0
 description:
   - Creates, changes or removes a netkit pair (Linux >= 6.7 with C(CONFIG_NETKIT=y)) over
     rtnetlink. The primary (host side) device stays in the namespace the module runs in;
@@ -318,16 +318,11 @@ features:
       sample: netkit pair created and read back in a scratch namespace
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.yogurt.phone.plugins.module_utils.diff import DifferenceTracker
-from ansible_collections.yogurt.phone.plugins.module_utils.netkit import (
-    HAS_PYROUTE2,
-    PYROUTE2_IMPORT_ERROR,
-    NetkitError,
-    converge_netkit,
-    remove_netkit,
-)
+from ansible_collections.yogurt.phone.plugins.module_utils._diff import DifferenceTracker
+from ansible_collections.yogurt.phone.plugins.module_utils._netkit import NetkitError, converge_netkit, remove_netkit
+from ansible_collections.yogurt.phone.plugins.module_utils._pyroute2_dep import assert_required_pyroute2
 
 SPEC_KEYS = ("host_ifname", "peer_ifname", "peer_netns", "mode", "policy", "peer_policy", "scrub",
              "peer_scrub", "headroom", "tailroom", "mtu", "peer_addresses", "up")
@@ -355,8 +350,7 @@ def main():
         required_if=[("state", "present", ["peer_ifname"])],
         supports_check_mode=True,
     )
-    if not HAS_PYROUTE2:
-        module.fail_json(msg=missing_required_lib("pyroute2"), exception=str(PYROUTE2_IMPORT_ERROR))
+    assert_required_pyroute2(module)
 
     params = module.params
     try:

@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 ---
 module: netns
 short_description: Manage named Linux network namespaces
-version_added: 0.1.0
+version_added: 1.0.0
 description:
   - Creates or removes a named network namespace, kept as a bind mount under C(/run/netns)
     exactly as C(ip netns add) does, so namespaces made here and by C(ip netns) are the same
@@ -97,8 +97,8 @@ netns:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.yogurt.phone.plugins.module_utils.diff import DifferenceTracker
-from ansible_collections.yogurt.phone.plugins.module_utils.netns import (
+from ansible_collections.yogurt.phone.plugins.module_utils._diff import DifferenceTracker
+from ansible_collections.yogurt.phone.plugins.module_utils._netns import (
     NetnsError,
     create_netns,
     delete_netns,
@@ -106,8 +106,8 @@ from ansible_collections.yogurt.phone.plugins.module_utils.netns import (
     netns_exists,
     netns_path,
     set_loopback,
-    validate_name,
 )
+from ansible_collections.yogurt.phone.plugins.module_utils._phone_model import netns_problem
 
 
 class NetnsModule:
@@ -123,9 +123,9 @@ class NetnsModule:
         return {"state": "present", "loopback": "up" if loopback_is_up(self.name) else "down"}
 
     def execute(self):
-        reason = validate_name(self.name)
+        reason = netns_problem(self.name)
         if reason:
-            self.module.fail_json(msg=f"name: {reason}. Choose a name such as 'yogurt-1'.")
+            self.module.fail_json(msg=f"name: {reason}")
         before = self.current()
         if self.state == "absent":
             after = {"state": "absent", "loopback": None}

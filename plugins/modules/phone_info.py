@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 ---
 module: phone_info
 short_description: Report the wires of yogurt-phones, their programs, links and counters
-version_added: 0.1.0
+version_added: 1.0.0
 description:
   - Reads what is pinned under C(/sys/fs/bpf/yogurt/) for one phone or for all of them,
     the programs (id, tag), the links (where they are attached, or that their device is gone),
@@ -112,34 +112,21 @@ phones:
       type: dict
       sample: {"forwarded_packets_0to1": 5, "refused": 20, "unknown_ifindex": 0}
 kernel:
-  description: Kernel facts, found by trying each on throwaway objects in a scratch network namespace.
+  description:
+    - What the kernel probes found, by trying each on throwaway objects in a scratch network namespace;
+      the same facts, in the same shape, as RV(yogurt.phone.kernel_info#module:kernel) of the
+      M(yogurt.phone.kernel_info) module.
   returned: when O(probe=true)
   type: dict
-  sample: {"kernel": "6.18.4", "libbpf": "1.4", "bpffs": true, "bpf_load": true, "tcx": true,
-           "netkit_attach": false, "netkit": false,
-           "details": {"tcx": "tcx attach works", "netkit": "creating a netkit device failed: Unknown device type"}}
-  contains:
-    netkit:
-      description: Whether netkit devices can be created; V(null) when the netkit probe could not run.
-      type: bool
-      sample: false
-    details:
-      description:
-        - What each probe found, in words, by probe name (C(libbpf), C(bpf_load), C(tcx), C(netkit_attach), C(netkit)).
-        - The other keys are those of RV(yogurt.phone.kernel_info#module:kernel) of the
-          M(yogurt.phone.kernel_info) module but for C(netkit_reason) and C(tcx_reason), which are in here.
-      type: dict
-      sample: {"tcx": "tcx attach works"}
+  sample: {"kernel": "6.18.4", "tcx": true, "netkit": false, "tcx_reason": "tcx attach works"}
 """
 
 from ansible.module_utils.basic import AnsibleModule
 
-try:
-    from ansible_collections.yogurt.phone.plugins.module_utils import wire
-    from ansible_collections.yogurt.phone.plugins.module_utils.bpf import BpfError
-    IMPORT_ERROR = None
-except ImportError as exc:  # pragma: no cover
-    IMPORT_ERROR = str(exc)
+from ansible_collections.yogurt.phone.plugins.module_utils import _wire as wire
+from ansible_collections.yogurt.phone.plugins.module_utils._bpf import BpfError
+from ansible_collections.yogurt.phone.plugins.module_utils._probes import probe_kernel
+from ansible_collections.yogurt.phone.plugins.module_utils._pyroute2_dep import assert_required_pyroute2
 
 
 def main():
@@ -150,16 +137,14 @@ def main():
         ),
         supports_check_mode=True,
     )
-    if IMPORT_ERROR:
-        module.fail_json(msg=f"yogurt.phone module_utils could not be imported: {IMPORT_ERROR}")
+    assert_required_pyroute2(module)
     name = module.params["name"]
     result = {"changed": False}
     try:
         names = [name] if name else wire.list_phones()
         result["phones"] = [info for info in (wire.read_wire(n) for n in names) if info["exists"]]
         if module.params["probe"]:
-            from ansible_collections.yogurt.phone.plugins.module_utils.probes import probe_wire
-            result["kernel"] = probe_wire()
+            result["kernel"] = probe_kernel()
     except BpfError as exc:
         module.fail_json(msg=f"reading phone {name or '(all)'}: {exc}")
     module.exit_json(**result)

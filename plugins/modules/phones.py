@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 ---
 module: phones
 short_description: Converge every yogurt-phone of a host in one task
-version_added: 0.1.0
+version_added: 1.0.0
 description:
   - Builds, repairs and removes yogurt-phones. A phone is two network namespaces
     (yogurts), each holding the container side of a netkit or veth pair, joined by an eBPF
@@ -293,14 +293,10 @@ kernel:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.yogurt.phone.plugins.module_utils.links import HAS_PYROUTE2, PYROUTE2_IMPORT_ERROR
-from ansible_collections.yogurt.phone.plugins.module_utils.phone_converge import (
-    HostConverger,
-    PhoneError,
-    host_lock,
-    probe_host,
-)
-from ansible_collections.yogurt.phone.plugins.module_utils.phone_model import PhoneInputError, normalize_phones
+from ansible_collections.yogurt.phone.plugins.module_utils._phone_converge import HostConverger, PhoneError, host_lock
+from ansible_collections.yogurt.phone.plugins.module_utils._phone_model import PhoneInputError, normalize_phones
+from ansible_collections.yogurt.phone.plugins.module_utils._probes import probe_kernel
+from ansible_collections.yogurt.phone.plugins.module_utils._pyroute2_dep import assert_required_pyroute2
 
 
 def main():
@@ -314,9 +310,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    if not HAS_PYROUTE2:
-        module.fail_json(msg=f"pyroute2 is missing on this host ({PYROUTE2_IMPORT_ERROR}): "
-                             "run the yogurt.phone.bpf_toolchain role, or pip install 'pyroute2>=0.9'")
+    assert_required_pyroute2(module)
     try:
         phones = normalize_phones(module.params["phones"])
     except PhoneInputError as exc:
@@ -325,7 +319,7 @@ def main():
     objects = {"veth": module.params["veth_object"], "netkit": module.params["netkit_object"]}
     try:
         with host_lock():
-            facts = probe_host()
+            facts = probe_kernel()
             converger = HostConverger(phones, facts, objects, check_mode=module.check_mode,
                                       host_addresses=module.params["host_addresses"],
                                       exclusive=module.params["exclusive"])

@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 ---
 module: wire
 short_description: Attach, update or remove the eBPF wire of one yogurt-phone
-version_added: 0.1.0
+version_added: 1.0.0
 description:
   - Loads a clang-built BPF object (C(bpf/wire_veth.bpf.c) or C(bpf/wire_netkit.bpf.c)) for one
     phone, pins its maps, programs and links under C(/sys/fs/bpf/yogurt/<phone>/), fills the
@@ -167,12 +167,9 @@ maps:
 
 from ansible.module_utils.basic import AnsibleModule
 
-try:
-    from ansible_collections.yogurt.phone.plugins.module_utils import wire
-    from ansible_collections.yogurt.phone.plugins.module_utils.bpf import BpfError
-    IMPORT_ERROR = None
-except ImportError as exc:  # pragma: no cover
-    IMPORT_ERROR = str(exc)
+from ansible_collections.yogurt.phone.plugins.module_utils import _wire as wire
+from ansible_collections.yogurt.phone.plugins.module_utils._bpf import BpfError
+from ansible_collections.yogurt.phone.plugins.module_utils._pyroute2_dep import assert_required_pyroute2
 
 
 def main():
@@ -192,12 +189,8 @@ def main():
         required_if=[("state", "present", ("ends", "object"))],
         supports_check_mode=True,
     )
-    if IMPORT_ERROR:
-        module.fail_json(msg=f"yogurt.phone module_utils could not be imported: {IMPORT_ERROR}")
+    assert_required_pyroute2(module)
     p = module.params
-    if p["state"] == "present" and not wire.HAS_PYROUTE2:
-        module.fail_json(msg=f"phone {p['phone']}: the wire module needs pyroute2 on the target "
-                             f"({wire.PYROUTE2_IMPORT_ERROR}); the yogurt.phone.bpf_toolchain role installs it")
     try:
         if p["state"] == "present":
             result = wire.converge_wire(p["phone"], p["backend"], p["ends"], p["object"], module.check_mode,

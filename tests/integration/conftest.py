@@ -155,7 +155,7 @@ def sandbox(prefix):
 @pytest.fixture(scope="session")
 def veth_object(tmp_path_factory):
     """The compiled veth wire, once per session (bpf_build names it by content hash)."""
-    from ansible_collections.yogurt.phone.plugins.module_utils.bpf_build import build_files
+    from ansible_collections.yogurt.phone.plugins.module_utils._bpf_build import build_files
 
     paths = [str(ROOT / "bpf" / "wire.h"), str(ROOT / "bpf" / "wire_veth.bpf.c")]
     return build_files(paths, ["wire_veth.bpf.c"], str(tmp_path_factory.mktemp("bpf")))["wire_veth"]

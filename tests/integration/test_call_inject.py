@@ -15,9 +15,9 @@ import subprocess
 
 import pytest
 
-from ansible_collections.yogurt.phone.plugins.module_utils.call import DESTINATIONS, inject_matrix, run_reverse
-from ansible_collections.yogurt.phone.plugins.module_utils.links import open_ipr
-from ansible_collections.yogurt.phone.plugins.module_utils.netns import enter_netns
+from ansible_collections.yogurt.phone.plugins.module_utils._call import DESTINATIONS, inject_matrix, run_reverse
+from ansible_collections.yogurt.phone.plugins.module_utils._netlink import open_ipr
+from ansible_collections.yogurt.phone.plugins.module_utils._netns import enter_netns
 from conftest import recap
 from test_site import phone, run
 from test_wire_veth import Phone

@@ -30,7 +30,7 @@ import time
 
 import pytest
 
-from ansible_collections.yogurt.phone.plugins.module_utils import bpf, wire
+from ansible_collections.yogurt.phone.plugins.module_utils import _bpf as bpf, _wire as wire
 from test_wire_veth import Phone, netns_run
 
 MAGIC = b"yogurt-inject-probe"

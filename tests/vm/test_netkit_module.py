@@ -128,7 +128,7 @@ def edge(netkit_vm):
     prefix = f"nke{os.getpid() % 100000}"
     bundle = subprocess.run(
         ["tar", "-cf", "-", "--transform", "s,^,ansible_collections/yogurt/phone/plugins/module_utils/,",
-         "-C", str(utils), "netns.py", "netkit.py"], capture_output=True, check=True).stdout
+         "-C", str(utils)] + sorted(p.name for p in utils.glob("_*.py")), capture_output=True, check=True).stdout
     script = (ROOT / "tests" / "vm" / "netkit" / "edge_cases.py").read_text()
     staged = f"/tmp/{prefix}"
     # tar on stdin, then the script; one ssh round trip each.

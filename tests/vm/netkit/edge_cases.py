@@ -1,7 +1,7 @@
 # Copyright: Contributors to the yogurt.phone collection
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Edge cases of module_utils/netkit.py, run inside the netkit VM in one python3 process.
+"""Edge cases of module_utils/_netkit.py, run inside the netkit VM in one python3 process.
 
 Usage: python3 edge_cases.py COLLECTIONS_DIR PREFIX. Everything happens inside two
 namespaces named after PREFIX (a stand-in host namespace and a peer namespace), removed at
@@ -16,8 +16,8 @@ import time
 sys.path.insert(0, sys.argv[1])
 PREFIX = sys.argv[2]
 
-from ansible_collections.yogurt.phone.plugins.module_utils import netkit as nk  # noqa: E402
-from ansible_collections.yogurt.phone.plugins.module_utils.netns import (  # noqa: E402
+from ansible_collections.yogurt.phone.plugins.module_utils import _netkit as nk  # noqa: E402
+from ansible_collections.yogurt.phone.plugins.module_utils._netns import (  # noqa: E402
     create_netns, delete_netns, enter_netns, list_netns)
 
 HOST_NS, PEER_NS = f"{PREFIX}-sbx", f"{PREFIX}-y1"

@@ -2,7 +2,7 @@
 
 import pytest
 
-from ansible_collections.yogurt.phone.plugins.module_utils.phone_converge import PhoneError, resolve_backend
+from ansible_collections.yogurt.phone.plugins.module_utils._phone_converge import PhoneError, resolve_backend
 
 STOCK_6_1 = {"kernel": "6.1.0-50-amd64", "netkit": False, "netkit_reason": "Unknown device type",
              "tcx": False, "tcx_reason": "tcx attach failed: Invalid argument"}

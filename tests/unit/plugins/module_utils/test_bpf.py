@@ -17,7 +17,7 @@ import sys
 
 import pytest
 
-from ansible_collections.yogurt.phone.plugins.module_utils import bpf, wire
+from ansible_collections.yogurt.phone.plugins.module_utils import _bpf as bpf, _wire as wire
 
 ROOT = pathlib.Path(__file__).resolve().parents[4]
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="loading BPF programs needs root")
@@ -48,7 +48,8 @@ def test_object_has_the_programs_and_maps_wire_expects(objects, backend):
         assert set(obj.programs) == {hook[1] for hook in wire.HOOKS[backend]}
         for _hook, prog, attach, _side in wire.HOOKS[backend]:
             # xdp.frags: the XDP guard still attaches when the host side's MTU exceeds a page
-            assert obj.section(prog) == ("xdp.frags" if attach == "xdp" else attach.replace("_", "/", 1))
+            section = bpf.lib().bpf_program__section_name(obj.programs[prog]).decode()
+            assert section == ("xdp.frags" if attach == "xdp" else attach.replace("_", "/", 1))
 
 
 def test_counter_names_are_in_step_with_wire_h():
@@ -112,7 +113,7 @@ def test_errors_carry_errno_and_advice(tmp_path):
 
 def test_link_on_lo_of_a_scratch_netns():
     """tcx attach, query, info and update on lo; netkit attach on a non-netkit device is refused."""
-    from ansible_collections.yogurt.phone.plugins.module_utils.netns import create_netns, delete_netns, enter_netns
+    from ansible_collections.yogurt.phone.plugins.module_utils._netns import create_netns, delete_netns, enter_netns
     name = f"ygwire-unit-{os.getpid()}"
     create_netns(name)
     try:

@@ -4,7 +4,7 @@ import struct
 
 import pytest
 
-from ansible_collections.yogurt.phone.plugins.module_utils import call
+from ansible_collections.yogurt.phone.plugins.module_utils import _call as call
 
 
 def inject_check(end=0, family="IPv4", sock="raw", bypass=False, dest="unicast", sent=4, attempts=4,
@@ -182,7 +182,7 @@ def test_short_kernel():
 
 def test_refusals_are_every_refused_counter_summed_by_name(monkeypatch):
     """A datapath that renames or adds refusal counters keeps being read right."""
-    from ansible_collections.yogurt.phone.plugins.module_utils import bpf, wire
+    from ansible_collections.yogurt.phone.plugins.module_utils import _bpf as bpf, _wire as wire
 
     monkeypatch.setattr(wire, "COUNTERS", ("forwarded_packets_0to1", "refused", "unknown_ifindex", "refused_xdp"))
     values = {0: [5, 5], 1: [2, 1], 2: [7, 0], 3: [10, 4]}

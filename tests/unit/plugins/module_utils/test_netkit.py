@@ -9,7 +9,8 @@ import struct
 
 import pytest
 
-from ansible_collections.yogurt.phone.plugins.module_utils import netkit as nk
+from ansible_collections.yogurt.phone.plugins.module_utils import _netkit as nk
+from ansible_collections.yogurt.phone.plugins.module_utils._netlink import addr_gen_mode_spec, decode_link
 
 pyroute2 = pytest.importorskip("pyroute2")
 from pyroute2 import IPBatch  # noqa: E402
@@ -119,15 +120,15 @@ def test_decode_link_reads_a_kernel_style_dump():
         ("IFLA_LINKINFO", {"attrs": [("IFLA_INFO_KIND", "netkit"), ("IFLA_INFO_DATA", {"attrs": [
             ("IFLA_NETKIT_PRIMARY", 1), ("IFLA_NETKIT_POLICY", 2), ("IFLA_NETKIT_MODE", 1),
             ("IFLA_NETKIT_SCRUB", 0), ("IFLA_NETKIT_PEER_POLICY", 0), ("IFLA_NETKIT_PEER_SCRUB", 1)]})]}),
-        ("IFLA_AF_SPEC", nk.addr_gen_mode_spec()),
+        ("IFLA_AF_SPEC", addr_gen_mode_spec()),
     ]
     msg.encode()
     wire = ifinfmsg(bytes(msg.data))
     wire.decode()
-    facts = nk.decode_link(wire)
+    facts = decode_link(wire, nk.decode_netkit_data)
     assert facts == {
-        "ifname": "yg1-host", "ifindex": 9, "kind": "netkit", "up": True, "mtu": 1500, "link": 2,
-        "link_netnsid": 0, "addr_gen_mode": "none", "primary": True, "mode": "l3", "policy": "blackhole",
+        "ifname": "yg1-host", "index": 9, "kind": "netkit", "up": True, "mtu": 1500, "mac": None, "link_index": 2,
+        "link_netnsid": 0, "addr_gen_mode": "none", "addresses": [], "primary": True, "mode": "l3", "policy": "blackhole",
         "peer_policy": "forward", "scrub": "none", "peer_scrub": "default", "headroom": None, "tailroom": None,
     }
 

@@ -14,8 +14,8 @@ import uuid
 
 import pytest
 
-from ansible_collections.yogurt.phone.plugins.module_utils import netkit as nk
-from ansible_collections.yogurt.phone.plugins.module_utils.netns import create_netns, delete_netns, enter_netns
+from ansible_collections.yogurt.phone.plugins.module_utils import _netkit as nk
+from ansible_collections.yogurt.phone.plugins.module_utils._netns import create_netns, delete_netns, enter_netns
 
 
 def _kernel_has_netkit():

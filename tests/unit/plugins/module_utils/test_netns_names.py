@@ -2,7 +2,7 @@
 
 import pytest
 
-from ansible_collections.yogurt.phone.plugins.module_utils.netns import validate_name
+from ansible_collections.yogurt.phone.plugins.module_utils._phone_model import netns_problem as validate_name
 
 
 @pytest.mark.parametrize("name", ["yogurt-1", "a", "x" * 255, "ümlaut", "with.dot", "..."])

@@ -4,7 +4,7 @@ import copy
 
 import pytest
 
-from ansible_collections.yogurt.phone.plugins.module_utils.phone_model import (
+from ansible_collections.yogurt.phone.plugins.module_utils._phone_model import (
     DEFAULT_PHONE,
     PhoneInputError,
     normalize_phones,

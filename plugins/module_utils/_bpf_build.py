@@ -8,6 +8,9 @@ The object's name carries a hash of every source, the flags and the compiler ver
 an unchanged input is never compiled twice and a changed one never overwrites an object
 in use. No kernel headers: the programs touch only __sk_buff (uapi linux/bpf.h plus
 libbpf's bpf_helpers.h).
+
+PRIVATE to the yogurt.phone collection (like community.crypto's module_utils): no public API,
+names may change in any release.
 """
 
 from __future__ import annotations

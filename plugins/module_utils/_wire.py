@@ -24,35 +24,31 @@ on the yogurt-side device (before any packet tap in the yogurt); the wire's pack
 by bpf_redirect_peer and pass no XDP. Phones built by older objects also had a tcx guard
 (guard_in, yogurt-side ingress) and a host-side egress drop (wire_out): LEGACY_HOOKS, which
 a converge detaches (links or tc filters) once the XDP guard is in place.
+
+PRIVATE to the yogurt.phone collection (like community.crypto's module_utils): no public API,
+names may change in any release.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
-import re
 import struct
 
-from ansible_collections.yogurt.phone.plugins.module_utils import bpf
+from ansible_collections.yogurt.phone.plugins.module_utils import _attach as attach_utils
+from ansible_collections.yogurt.phone.plugins.module_utils import _bpf as bpf
+from ansible_collections.yogurt.phone.plugins.module_utils._netlink import ipr_in, read_link
+from ansible_collections.yogurt.phone.plugins.module_utils._netns import in_netns
+from ansible_collections.yogurt.phone.plugins.module_utils._phone_model import (
+    BACKEND_CHOICES,
+    BACKENDS,
+    ifname_problem,
+    phone_name_problem,
+)
+from ansible_collections.yogurt.phone.plugins.module_utils._probes import tcx_errno
+from ansible_collections.yogurt.phone.plugins.module_utils._pyroute2_dep import HAS_PYROUTE2
 
-try:
-    from pyroute2 import IPRoute
-    from pyroute2.netlink.exceptions import NetlinkError
-    HAS_PYROUTE2 = True
-    PYROUTE2_IMPORT_ERROR = None
-except ImportError as exc:  # reported by the modules through fail_json
-    HAS_PYROUTE2 = False
-    PYROUTE2_IMPORT_ERROR = str(exc)
-
-try:
-    from ansible_collections.yogurt.phone.plugins.module_utils.netns import enter_netns
-except ImportError:  # pragma: no cover - the collection always ships netns.py
-    enter_netns = None
-
-PIN_ROOT = bpf.BPFFS + "/yogurt"
-PHONE_RE = re.compile(r"^[a-z0-9_-]{1,64}$")
-BACKENDS = ("veth", "netkit")
+PIN_ROOT = bpf.BPFFS + "/yogurt"   # the bpffs root of every phone: PIN_ROOT/<phone>/
 
 # (hook, program, attach type, side): attached in this order (all ends of one hook, then
 # the next hook), so that on veth the guard is in place before the wire starts delivering.
@@ -103,81 +99,70 @@ def phone_dir(phone):
     return f"{PIN_ROOT}/{phone}"
 
 
+def _check_phone_name(phone):
+    problem = phone_name_problem(phone)
+    if problem:
+        raise WireError(f"phone {problem}")
+
+
 def _validate(phone, backend, ends):
-    if not isinstance(phone, str) or not PHONE_RE.match(phone):
-        raise WireError(f"phone name {phone!r} is invalid: use 1-64 characters of [a-z0-9_-] "
-                        "(it names the bpffs directory; dots are refused by bpffs)")
-    if backend not in BACKENDS + ("auto",):
-        raise WireError(f"phone {phone}: backend {backend!r} is unknown; use one of auto, netkit, veth")
+    _check_phone_name(phone)
+    if backend not in BACKEND_CHOICES:
+        raise WireError(f"phone {phone}: backend {backend!r} is unknown; use one of {', '.join(BACKEND_CHOICES)}")
     if not isinstance(ends, (list, tuple)) or len(ends) != 2:
         raise WireError(f"phone {phone}: ends must list exactly two ends, got {len(ends or [])}")
     for i, end in enumerate(ends):
-        for key in ("host_ifname", "cont_netns", "cont_ifname"):
-            if not end.get(key):
-                raise WireError(f"phone {phone}: ends[{i}].{key} is missing")
-        if len(end["host_ifname"]) > 15 or len(end["cont_ifname"]) > 15:
-            raise WireError(f"phone {phone}: ends[{i}] interface names are limited to 15 characters")
+        if not end.get("cont_netns"):
+            raise WireError(f"phone {phone}: ends[{i}].cont_netns is missing")
+        for key in ("host_ifname", "cont_ifname"):
+            problem = ifname_problem(end.get(key))
+            if problem:
+                raise WireError(f"phone {phone}: ends[{i}].{key}: {problem}")
     if ends[0]["host_ifname"] == ends[1]["host_ifname"]:
         raise WireError(f"phone {phone}: both ends use host_ifname {ends[0]['host_ifname']}; each end needs its own pair")
 
 
-@contextlib.contextmanager
-def _in_netns(name):
-    if name is None:
-        yield
-        return
-    if enter_netns is None:
-        raise WireError("module_utils/netns.py is missing: cannot enter a yogurt namespace")
-    with enter_netns(name):
-        yield
-
-
-def _link_of(ifname, where):
-    """(ifindex, kind) of `ifname` in the calling thread's netns, or (None, None)."""
-    if not HAS_PYROUTE2:
-        raise WireError(f"pyroute2 is needed to look up {ifname} in {where}: {PYROUTE2_IMPORT_ERROR}")
-    with IPRoute() as ipr:
-        try:
-            msg = ipr.link("get", ifname=ifname)[0]
-        except NetlinkError as exc:
-            if exc.code == errno.ENODEV:
-                return None, None
-            raise
-    info = msg.get_attr("IFLA_LINKINFO")
-    return msg["index"], (info.get_attr("IFLA_INFO_KIND") if info else None)
+def _link_of(ifname, netns=None):
+    """(ifindex, kind) of `ifname` in named namespace `netns` (None: the current one), or (None, None)."""
+    with ipr_in(netns) as ipr:
+        dev = read_link(ipr, ifname=ifname)
+    return (None, None) if dev is None else (dev["index"], dev["kind"])
 
 
 def _resolve(phone, backend, ends):
-    """Ifindexes of both sides of both ends, and the backend the host devices imply."""
-    found = []
-    for i, end in enumerate(ends):
-        if end.get("host_ifindex") and end.get("cont_ifindex") and end.get("kind"):
-            # The caller has just converged the pair and read these: no lookup needed.
-            found.append({"host": end["host_ifindex"], "cont": end["cont_ifindex"], "kind": end["kind"]})
-            continue
-        host, kind = _link_of(end["host_ifname"], "the host namespace")
-        if host is None:
-            raise WireError(f"phone {phone}: ends[{i}].host_ifname {end['host_ifname']} does not exist in "
-                            "the host namespace; create the pair first (the wire only attaches to it)")
-        if kind not in BACKENDS:
-            raise WireError(f"phone {phone}: ends[{i}].host_ifname {end['host_ifname']} is a {kind or 'plain'} "
-                            "device; the wire attaches to veth or netkit pairs only")
-        if backend != "auto" and kind != backend:
-            raise WireError(f"phone {phone}: backend is {backend} but ends[{i}].host_ifname "
-                            f"{end['host_ifname']} is {kind}; recreate the pair or change the backend")
-        try:
-            with _in_netns(end["cont_netns"]):
-                cont = _link_of(end["cont_ifname"], f"netns {end['cont_netns']}")[0]
-        except Exception as exc:  # a missing namespace is as fatal as a missing device
-            raise WireError(f"phone {phone}: ends[{i}].cont_netns {end['cont_netns']}: {exc}") from None
-        if cont is None:
-            raise WireError(f"phone {phone}: ends[{i}].cont_ifname {end['cont_ifname']} does not exist in "
-                            f"netns {end['cont_netns']}; move the container side of the pair there first")
-        found.append({"host": host, "cont": cont, "kind": kind})
-    if found[0]["kind"] != found[1]["kind"]:
-        raise WireError(f"phone {phone}: one end is {found[0]['kind']}, the other {found[1]['kind']}; "
+    """The ends with the ifindexes of both sides (host, cont) and their index, and the backend
+    the host devices imply: what every later step is handed."""
+    resolved = [_resolve_end(phone, backend, i, end) for i, end in enumerate(ends)]
+    if resolved[0]["kind"] != resolved[1]["kind"]:
+        raise WireError(f"phone {phone}: one end is {resolved[0]['kind']}, the other {resolved[1]['kind']}; "
                         "both pairs of a phone must be of one kind")
-    return found, found[0]["kind"]
+    return resolved, resolved[0]["kind"]
+
+
+def _resolve_end(phone, backend, i, end):
+    found = {"index": i, "host_ifname": end["host_ifname"], "netns": end["cont_netns"],
+             "cont_ifname": end["cont_ifname"]}
+    if end.get("host_ifindex") and end.get("cont_ifindex") and end.get("kind"):
+        # The caller has just converged the pair and read these: no lookup needed.
+        return dict(found, host=end["host_ifindex"], cont=end["cont_ifindex"], kind=end["kind"])
+    host, kind = _link_of(end["host_ifname"])
+    if host is None:
+        raise WireError(f"phone {phone}: ends[{i}].host_ifname {end['host_ifname']} does not exist in "
+                        "the host namespace; create the pair first (the wire only attaches to it)")
+    if kind not in BACKENDS:
+        raise WireError(f"phone {phone}: ends[{i}].host_ifname {end['host_ifname']} is a {kind or 'plain'} "
+                        "device; the wire attaches to veth or netkit pairs only")
+    if backend != "auto" and kind != backend:
+        raise WireError(f"phone {phone}: backend is {backend} but ends[{i}].host_ifname "
+                        f"{end['host_ifname']} is {kind}; recreate the pair or change the backend")
+    try:
+        cont = _link_of(end["cont_ifname"], end["cont_netns"])[0]
+    except Exception as exc:  # a missing namespace is as fatal as a missing device
+        raise WireError(f"phone {phone}: ends[{i}].cont_netns {end['cont_netns']}: {exc}") from None
+    if cont is None:
+        raise WireError(f"phone {phone}: ends[{i}].cont_ifname {end['cont_ifname']} does not exist in "
+                        f"netns {end['cont_netns']}; move the container side of the pair there first")
+    return dict(found, host=host, cont=cont, kind=kind)
 
 
 # ---------------------------------------------------------------- reading
@@ -202,7 +187,7 @@ def _prog_of_link(info):
 
 def _read_pinned(phone):
     """What bpffs holds for this phone: {pin name: info}, with fds closed again."""
-    state = {"programs": {}, "links": {}, "wires": {}, "maps": {}, "other": []}
+    state = _empty_state()
     for pin in _pins(phone):
         path = f"{phone_dir(phone)}/{pin}"
         fd = bpf.try_obj_get(path)
@@ -252,10 +237,10 @@ def read_wire(phone):
                       "program": info["prog"].get("name"), "defunct": info["ifindex"] == 0})
     filters = []
     if HAS_PYROUTE2 and state["wires"] and not any(link["type"] in ("tcx", "netkit") for link in links):
-        with IPRoute() as ipr:
+        with ipr_in() as ipr:
             for ifindex in sorted(state["wires"]):
                 with contextlib.suppress(Exception):
-                    for direction, have in sorted(bpf.tc_filters(ipr, ifindex).items()):
+                    for direction, have in sorted(attach_utils.tc_filters(ipr, ifindex).items()):
                         filters.append(dict(have, ifindex=ifindex, direction=direction))
     backend = _backend_of(state) or ("veth" if filters else None)
     return {
@@ -292,13 +277,13 @@ def attached_in_current_netns(phone):
     for pin, info in state["links"].items():
         if _pin_hook(pin) in CONT_HOOKS or not info["ifindex"]:
             continue
-        if _attached_here(info["id"], info["ifindex"], info["attach_type"], None):
+        if attach_utils.link_attached(info, info["ifindex"], info["attach_type"]):
             return True
     if HAS_PYROUTE2 and state["wires"]:
-        with IPRoute() as ipr:
+        with ipr_in() as ipr:
             for ifindex in state["wires"]:
                 with contextlib.suppress(Exception):
-                    if any(f["name"] in OUR_PROGRAMS for f in bpf.tc_filters(ipr, ifindex).values()):
+                    if any(f["name"] in OUR_PROGRAMS for f in attach_utils.tc_filters(ipr, ifindex).values()):
                         return True
     return False
 
@@ -327,33 +312,53 @@ def _describe_link(info, ifname):
     return f"{info['attach_type']} on {where}: {prog.get('name', '?')} tag {prog.get('tag', '?')}"
 
 
-def _attached_here(link_id, ifindex, attach_type, netns, have=None):
-    """Is link `link_id` attached at (ifindex, attach_type) in `netns`? (BPF_PROG_QUERY)
+def _direction(attach):
+    """The tc clsact hook a tcx attach type stands for (tc mode)."""
+    return "ingress" if attach == "tcx_ingress" else "egress"
 
-    XDP (`have`: the link's info): the link reports its ifindex but not its namespace, and
-    BPF_PROG_QUERY does not cover XDP; so the link must name this ifindex and the device
-    there must run the link's program in native mode (IFLA_XDP_DRV_PROG_ID).
-    """
-    if attach_type == "xdp":
-        if not have or have.get("type") != "xdp" or have.get("ifindex") != ifindex:
-            return False
-        with _in_netns(netns), IPRoute() as ipr:
-            xdp = bpf.xdp_query(ipr, ifindex)
-        return bool(xdp and xdp["mode"] in (1, 4) and xdp["drv_prog_id"] == have.get("prog_id"))
-    with _in_netns(netns):
-        try:
-            return link_id in bpf.prog_query(ifindex, attach_type)["link_ids"]
-        except bpf.BpfError as exc:
-            if exc.errno == errno.ENODEV:
-                return False
-            raise
+
+def _spot(run, end, hook):
+    """Where one hook of one end goes: pin, program, attach type, and the device (ifindex, netns, name)."""
+    name, prog, attach, side = hook
+    return {"phone": run.phone, "end": end["index"], "pin": f"link_end{end['index']}_{name}", "hook": name,
+            "prog": prog, "attach": attach, "ifindex": end[side], "ifname": end[f"{side}_ifname"],
+            "netns": end["netns"] if side == "cont" else None}
+
+
+class _Run:
+    """One converge of one phone's wire: what was resolved once (the ends with their
+    ifindexes, backend, attach mode) and is handed on, plus the actions taken."""
+
+    def __init__(self, phone, backend, ends, mode, check_mode):
+        self.phone, self.backend, self.ends, self.mode, self.check_mode = phone, backend, ends, mode, check_mode
+        self.hooks = HOOKS[backend]
+        self.pdir = phone_dir(phone)
+        self.actions = []
+        self.mounted = bpf.bpffs_mounted()
+        self.before = _read_pinned(phone) if self.mounted else _empty_state()
+
+    def spots(self, hook):
+        return [_spot(self, end, hook) for end in self.ends]
+
+    def prepare(self):
+        """Mount bpffs and make the phone's directory (not in check mode). Returns the map pins."""
+        if self.check_mode:
+            return None
+        if bpf.ensure_bpffs():
+            self.actions.append(f"mounted bpffs on {bpf.BPFFS}")
+        os.makedirs(self.pdir, mode=0o700, exist_ok=True)
+        return {m: f"{self.pdir}/map_{m}" for m in MAPS}
+
+
+def _empty_state():
+    return {"programs": {}, "links": {}, "wires": {}, "maps": {}, "other": []}
 
 
 def _converge_link(spot, have, obj, tag, pdir, check_mode):
     """One pinned bpf_link (tcx, netkit or xdp): keep, update its program, or attach anew."""
     pin, prog, attach, ifname, ifindex = spot["pin"], spot["prog"], spot["attach"], spot["ifname"], spot["ifindex"]
     path = f"{pdir}/{pin}"
-    if have and have["attach_type"] == attach and _attached_here(have["id"], ifindex, attach, spot["netns"], have):
+    if have and have["attach_type"] == attach and attach_utils.link_attached(have, ifindex, attach, spot["netns"]):
         if have["prog"].get("tag") == tag:
             return []
         if not check_mode:
@@ -370,11 +375,11 @@ def _converge_link(spot, have, obj, tag, pdir, check_mode):
             _detach_and_unpin(path)
     actions.append(f"attach {pin}: {prog} as {attach} on {ifname} (ifindex {ifindex})")
     if not check_mode:
-        with _in_netns(spot["netns"]):
-            try:
+        try:
+            with in_netns(spot["netns"]):
                 fd = bpf.link_create(obj.prog_fd(prog), ifindex, attach)
-            except bpf.BpfError as exc:
-                raise WireError(f"phone {spot['phone']}: ends[{spot['end']}] {ifname}: {exc}") from None
+        except bpf.BpfError as exc:
+            raise WireError(f"phone {spot['phone']}: ends[{spot['end']}] {ifname}: {exc}") from None
         try:
             bpf.pin_replace(fd, path)
         finally:
@@ -394,45 +399,47 @@ def _detach_and_unpin(path):
         os.unlink(path)
 
 
-def _remove_legacy(phone, backend, ends, devs, mode, check_mode):
+def _remove_legacy(run):
     """Take off what older objects attached and this one no longer has (LEGACY_HOOKS).
 
     Links are found by pin name (the stale-pin pass would unpin them too, but later and
     without detaching first); tc filters of legacy programs by their name on the device.
     """
     actions = []
-    pdir = phone_dir(phone)
-    for i, end in enumerate(ends):
-        for hook, prog, attach, side in LEGACY_HOOKS.get(backend, ()):
-            pin = f"link_end{i}_{hook}"
-            if os.path.lexists(f"{pdir}/{pin}"):
-                actions.append(f"detach {pin} ({prog}: the XDP guard replaces it)")
-                if not check_mode:
-                    _detach_and_unpin(f"{pdir}/{pin}")
-            if mode != "tc" or not HAS_PYROUTE2:
-                continue
-            direction = "ingress" if attach == "tcx_ingress" else "egress"
-            netns = end["cont_netns"] if side == "cont" else None
-            ifname = end["cont_ifname"] if side == "cont" else end["host_ifname"]
-            with _in_netns(netns), IPRoute() as ipr:
-                have = bpf.tc_filters(ipr, devs[i][side]).get(direction)
-                if have and have["name"] == prog:
-                    actions.append(f"remove tc {direction} filter {prog} from {ifname} (the XDP guard replaces it)")
-                    if not check_mode:
-                        bpf.tc_detach(ipr, devs[i][side], direction)
+    for end in run.ends:
+        for hook in LEGACY_HOOKS.get(run.backend, ()):
+            spot = _spot(run, end, hook)
+            path = f"{run.pdir}/{spot['pin']}"
+            if os.path.lexists(path):
+                actions.append(f"detach {spot['pin']} ({spot['prog']}: the XDP guard replaces it)")
+                if not run.check_mode:
+                    _detach_and_unpin(path)
+            if run.mode == "tc" and HAS_PYROUTE2:
+                actions.extend(_remove_legacy_filter(spot, run.check_mode))
     return actions
+
+
+def _remove_legacy_filter(spot, check_mode):
+    direction = _direction(spot["attach"])
+    with ipr_in(spot["netns"]) as ipr:
+        have = attach_utils.tc_filters(ipr, spot["ifindex"]).get(direction)
+        if not have or have["name"] != spot["prog"]:
+            return []
+        if not check_mode:
+            attach_utils.tc_detach(ipr, spot["ifindex"], direction)
+    return [f"remove tc {direction} filter {spot['prog']} from {spot['ifname']} (the XDP guard replaces it)"]
 
 
 def _converge_filter(spot, obj, tag, check_mode):
     """One tc clsact filter (kernels without tcx): keep, or attach/replace atomically."""
-    direction = "ingress" if spot["attach"] == "tcx_ingress" else "egress"
-    with _in_netns(spot["netns"]), IPRoute() as ipr:
-        have = bpf.tc_filters(ipr, spot["ifindex"]).get(direction)
+    direction = _direction(spot["attach"])
+    with ipr_in(spot["netns"]) as ipr:
+        have = attach_utils.tc_filters(ipr, spot["ifindex"]).get(direction)
         if have and have["tag"] == tag:
             return []
         if not check_mode:
             try:
-                bpf.tc_attach(ipr, spot["ifindex"], direction, obj.prog_fd(spot["prog"]), spot["prog"])
+                attach_utils.tc_attach(ipr, spot["ifindex"], direction, obj.prog_fd(spot["prog"]), spot["prog"])
             except bpf.BpfError as exc:
                 raise WireError(f"phone {spot['phone']}: ends[{spot['end']}] {spot['ifname']}: {exc}") from None
     if have:
@@ -446,172 +453,182 @@ def attach_mode(backend, attach="auto"):
         return "netkit"
     if attach in ("tcx", "tc"):
         return attach
-    return "tcx" if bpf.tcx_available() else "tc"
+    return "tcx" if tcx_errno() == 0 else "tc"
+
+
+def _as_filter(run, attach):
+    """Does this hook attach as a tc clsact filter (tc mode) rather than a bpf_link?"""
+    return run.mode == "tc" and attach.startswith("tcx")
 
 
 def converge_wire(phone, backend, ends, obj_path, check_mode=False, attach="auto"):
     """Make the phone's wire match (backend, ends, object). See the file docstring.
 
     attach (veth only): 'tcx' links, 'tc' clsact filters (kernels < 6.6), or 'auto'.
+    ends: host_ifname, cont_netns, cont_ifname each; with host_ifindex, cont_ifindex and
+    kind too (a caller that has just converged the pairs), nothing is looked up again.
 
     Returns dict(changed, backend, actions, before, after, links, programs, maps).
     """
     _validate(phone, backend, ends)
-    devs, kind = _resolve(phone, backend, ends)
-    backend = kind
-    hooks = HOOKS[backend]
-    mode = attach_mode(backend, attach)
-    pdir = phone_dir(phone)
-    actions = []
+    ends, backend = _resolve(phone, backend, ends)
+    run = _Run(phone, backend, ends, attach_mode(backend, attach), check_mode)
+    with bpf.BpfObject(obj_path, pin_maps=run.prepare()) as obj:
+        tags = _load(run, obj)
+        wires = {ends[0]["host"]: (ends[1]["host"], 0), ends[1]["host"]: (ends[0]["host"], 1)}
+        _converge_wires_map(run, obj, wires)
+        before_filters = _filters(run) if run.mode == "tc" else None
+        wanted_pins = _converge_hooks(run, obj, tags)
+        _converge_prog_pins(run, obj, tags)
+        _unpin_stale(run, wanted_pins)
+    return _converge_result(run, tags, wires, before_filters)
 
-    mounted = bpf.bpffs_mounted()
-    before_state = _read_pinned(phone) if mounted else {"programs": {}, "links": {}, "wires": {}, "maps": {}, "other": []}
 
-    pin_maps = None if check_mode else {m: f"{pdir}/map_{m}" for m in MAPS}
-    if not check_mode:
-        if bpf.ensure_bpffs():
-            actions.append(f"mounted bpffs on {bpf.BPFFS}")
-        os.makedirs(pdir, mode=0o700, exist_ok=True)
+def _load(run, obj):
+    """Load the object; {program: tag} of the programs this backend runs."""
+    progs = sorted({hook[1] for hook in run.hooks})
+    for prog in progs:
+        obj.prog_fd(prog)  # raises if the object lacks a program of this backend
+    try:
+        obj.load()
+    except bpf.BpfError as exc:
+        raise WireError(f"phone {run.phone}: {exc}") from None
+    return {p: bpf.prog_info(obj.prog_fd(p))["tag"] for p in progs}
 
-    with bpf.BpfObject(obj_path, pin_maps=pin_maps) as obj:
-        wanted_progs = sorted({hook[1] for hook in hooks})
-        for prog in wanted_progs:
-            obj.prog_fd(prog)  # raises if the object lacks a program of this backend
-        try:
-            obj.load()
-        except bpf.BpfError as exc:
-            raise WireError(f"phone {phone}: {exc}") from None
-        new_tags = {p: bpf.prog_info(obj.prog_fd(p))["tag"] for p in wanted_progs}
 
-        # 1. routes: wires[host ifindex] = (other host ifindex, direction)
-        want_wires = {devs[0]["host"]: (devs[1]["host"], 0), devs[1]["host"]: (devs[0]["host"], 1)}
-        have_wires = before_state["wires"]
-        if want_wires != have_wires:
-            actions.append(f"set wires map: {_fmt_wires(want_wires, devs, ends)}")
-            if not check_mode:
-                fd = obj.map_fd("wires")
-                for key, val in want_wires.items():
-                    if have_wires.get(key) != val:
-                        bpf.map_update(fd, _U32.pack(key), _WIRE.pack(*val))
-                for key in set(have_wires) - set(want_wires):
-                    bpf.map_delete(fd, _U32.pack(key))
+def _converge_wires_map(run, obj, wires):
+    """Routes: wires[host ifindex] = (other host ifindex, direction)."""
+    have = run.before["wires"]
+    if wires == have:
+        return
+    run.actions.append(f"set wires map: {_fmt_wires(wires, run.ends)}")
+    if run.check_mode:
+        return
+    fd = obj.map_fd("wires")
+    for key, val in wires.items():
+        if have.get(key) != val:
+            bpf.map_update(fd, _U32.pack(key), _WIRE.pack(*val))
+    for key in set(have) - set(wires):
+        bpf.map_delete(fd, _U32.pack(key))
 
-        before_filters = _filters(hooks, ends, devs) if mode == "tc" else None
 
-        # 2. attachments: one per end and hook, at the right ifindex, running the new program.
-        # Hook by hook (the guard on both ends first); what older objects attached goes once
-        # the guard is in place and before wire_in changes.
-        wanted_pins = {f"map_{m}" for m in MAPS} | {f"prog_{p}" for p in wanted_progs}
-        for hook, prog, attach, side in hooks:
-            for i, end in enumerate(ends):
-                spot = {"phone": phone, "end": i, "pin": f"link_end{i}_{hook}", "prog": prog, "attach": attach,
-                        "ifindex": devs[i][side], "netns": end["cont_netns"] if side == "cont" else None,
-                        "ifname": end["cont_ifname"] if side == "cont" else end["host_ifname"]}
-                if mode == "tc" and attach.startswith("tcx"):
-                    actions.extend(_converge_filter(spot, obj, new_tags[prog], check_mode))
-                else:
-                    wanted_pins.add(spot["pin"])
-                    actions.extend(_converge_link(spot, before_state["links"].get(spot["pin"]), obj,
-                                                  new_tags[prog], pdir, check_mode))
-            if side == "cont" and mounted:
-                actions.extend(_remove_legacy(phone, backend, ends, devs, mode, check_mode))
+def _converge_hooks(run, obj, tags):
+    """One attachment per end and hook, at the right ifindex, running the new program.
 
-        # 3. program pins follow the links (links hold their own references)
-        for prog in wanted_progs:
-            have = before_state["programs"].get(prog)
-            if have and have["tag"] == new_tags[prog]:
-                continue
-            actions.append(f"pin prog_{prog} (tag {new_tags[prog]})")
-            if not check_mode:
-                bpf.pin_replace(obj.prog_fd(prog), f"{pdir}/prog_{prog}")
+    Hook by hook (the guard on both ends first); what older objects attached goes once the
+    guard is in place and before wire_in changes. Returns the pins that belong here.
+    """
+    wanted_pins = {f"map_{m}" for m in MAPS} | {f"prog_{p}" for p in tags}
+    for hook in run.hooks:
+        for spot in run.spots(hook):
+            if _as_filter(run, spot["attach"]):
+                run.actions.extend(_converge_filter(spot, obj, tags[spot["prog"]], run.check_mode))
+            else:
+                wanted_pins.add(spot["pin"])
+                run.actions.extend(_converge_link(spot, run.before["links"].get(spot["pin"]), obj,
+                                                  tags[spot["prog"]], run.pdir, run.check_mode))
+        if hook[3] == "cont" and run.mounted:
+            run.actions.extend(_remove_legacy(run))
+    return wanted_pins
 
-        # 4. whatever else is pinned here belongs to an older layout or backend
-        legacy = {f"link_end{i}_{hook}" for i in range(len(ends)) for hook, *_rest in LEGACY_HOOKS.get(backend, ())}
-        for pin in _pins(phone) if mounted else []:
-            if pin not in wanted_pins and not (check_mode and pin in legacy):  # legacy: reported above
-                actions.append(f"unpin stale {pin}")
-                if not check_mode:
-                    os.unlink(f"{pdir}/{pin}")
-        if not mounted and check_mode:
-            actions.append(f"create {pdir}/map_wires and map_counters")
 
-    after_state = _read_pinned(phone) if not check_mode else None
-    before = _summary(before_state, ends, devs)
-    after = _summary(after_state, ends, devs) if after_state else _planned(hooks, ends, devs, new_tags, want_wires, mode)
-    if mode == "tc":
+def _converge_prog_pins(run, obj, tags):
+    """Program pins follow the links (links hold their own references)."""
+    for prog, tag in sorted(tags.items()):
+        have = run.before["programs"].get(prog)
+        if have and have["tag"] == tag:
+            continue
+        run.actions.append(f"pin prog_{prog} (tag {tag})")
+        if not run.check_mode:
+            bpf.pin_replace(obj.prog_fd(prog), f"{run.pdir}/prog_{prog}")
+
+
+def _unpin_stale(run, wanted_pins):
+    """Whatever else is pinned here belongs to an older layout or backend."""
+    legacy = {_spot(run, end, hook)["pin"] for end in run.ends for hook in LEGACY_HOOKS.get(run.backend, ())}
+    for pin in _pins(run.phone) if run.mounted else []:
+        if pin not in wanted_pins and not (run.check_mode and pin in legacy):  # legacy: reported already
+            run.actions.append(f"unpin stale {pin}")
+            if not run.check_mode:
+                os.unlink(f"{run.pdir}/{pin}")
+    if not run.mounted and run.check_mode:
+        run.actions.append(f"create {run.pdir}/map_wires and map_counters")
+
+
+def _converge_result(run, tags, wires, before_filters):
+    before = _summary(run.before, run.ends)
+    if run.check_mode:
+        after = _planned(run, tags, wires)
+    else:
+        after = _summary(_read_pinned(run.phone), run.ends)
+        if run.mode == "tc":
+            after["filters"] = _filters(run)
+    if run.mode == "tc":
         before["filters"] = before_filters
-        if after_state:
-            after["filters"] = _filters(hooks, ends, devs)
-    result = {
-        "changed": bool(actions),
-        "backend": backend,
-        "attach_mode": mode,
-        "actions": actions,
-        "before": before,
-        "after": after,
-    }
-    if after_state:
-        info = read_wire(phone)
+    result = {"changed": bool(run.actions), "backend": run.backend, "attach_mode": run.mode,
+              "actions": run.actions, "before": before, "after": after}
+    if not run.check_mode:
+        info = read_wire(run.phone)
         result.update(programs=info["programs"], links=info["links"],
                       maps={"wires": info["wires"], "counters": info["counters"]})
     return result
 
 
-def _fmt_wires(wires, devs, ends):
-    names = {d["host"]: e["host_ifname"] for d, e in zip(devs, ends)}
+def _fmt_wires(wires, ends):
+    names = {end["host"]: end["host_ifname"] for end in ends}
     return ", ".join(f"{names.get(k, k)}({k}) -> {names.get(t, t)}({t})" for k, (t, _direction) in sorted(wires.items()))
 
 
-def _summary(state, ends, devs):
-    names = {}
-    for i, end in enumerate(ends):
-        names[f"link_end{i}_"] = end
+def _summary(state, ends):
+    by_prefix = {f"link_end{end['index']}_": end for end in ends}
     links = {}
     for pin, info in state["links"].items():
-        end = names.get(pin[:len("link_endN_")], {})
+        end = by_prefix.get(pin[:len("link_endN_")], {})
         ifname = end.get("cont_ifname") if _pin_hook(pin) in CONT_HOOKS else end.get("host_ifname")
         links[pin] = _describe_link(info, ifname)
     return {
         "programs": {n: p["tag"] for n, p in sorted(state["programs"].items())},
         "links": dict(sorted(links.items())),
-        "wires": _fmt_wires(state["wires"], devs, ends) if state["wires"] else "",
+        "wires": _fmt_wires(state["wires"], ends) if state["wires"] else "",
     }
 
 
-def _planned(hooks, ends, devs, tags, wires, mode):
+def _planned(run, tags, wires):
     links, filters = {}, {}
-    for i, end in enumerate(ends):
-        for hook, prog, attach, side in hooks:
-            ifname = end["cont_ifname"] if side == "cont" else end["host_ifname"]
-            if mode == "tc" and attach.startswith("tcx"):
-                direction = "ingress" if attach == "tcx_ingress" else "egress"
-                filters[f"end{i}_{hook}"] = f"tc {direction} on {ifname}: {prog} tag {tags[prog]}"
+    for end in run.ends:
+        for hook in run.hooks:
+            spot = _spot(run, end, hook)
+            prog = spot["prog"]
+            if _as_filter(run, spot["attach"]):
+                filters[f"end{spot['end']}_{spot['hook']}"] = (f"tc {_direction(spot['attach'])} on {spot['ifname']}: "
+                                                               f"{prog} tag {tags[prog]}")
                 continue
-            info = {"attach_type": attach, "ifindex": devs[i][side], "prog": {"name": prog, "tag": tags[prog]}}
-            links[f"link_end{i}_{hook}"] = _describe_link(info, ifname)
+            info = {"attach_type": spot["attach"], "ifindex": spot["ifindex"], "prog": {"name": prog, "tag": tags[prog]}}
+            links[spot["pin"]] = _describe_link(info, spot["ifname"])
     planned = {
         "programs": dict(sorted(tags.items())),
         "links": dict(sorted(links.items())),
-        "wires": _fmt_wires(wires, devs, ends),
+        "wires": _fmt_wires(wires, run.ends),
     }
-    if mode == "tc":
+    if run.mode == "tc":
         planned["filters"] = filters
     return planned
 
 
-def _filters(hooks, ends, devs):
+def _filters(run):
     """Our tc filters, as {end<i>_<hook>: description} (tc mode)."""
     found = {}
-    for i, end in enumerate(ends):
-        for hook, _prog, attach, side in hooks:
-            if not attach.startswith("tcx"):
+    for end in run.ends:
+        for hook in run.hooks:
+            spot = _spot(run, end, hook)
+            if not spot["attach"].startswith("tcx"):
                 continue
-            direction = "ingress" if attach == "tcx_ingress" else "egress"
-            ifname = end["cont_ifname"] if side == "cont" else end["host_ifname"]
-            with _in_netns(end["cont_netns"] if side == "cont" else None), IPRoute() as ipr:
-                have = bpf.tc_filters(ipr, devs[i][side]).get(direction)
+            direction = _direction(spot["attach"])
+            with ipr_in(spot["netns"]) as ipr:
+                have = attach_utils.tc_filters(ipr, spot["ifindex"]).get(direction)
             if have:
-                found[f"end{i}_{hook}"] = f"tc {direction} on {ifname}: {have['name']} tag {have['tag']}"
+                found[f"end{spot['end']}_{spot['hook']}"] = (f"tc {direction} on {spot['ifname']}: "
+                                                             f"{have['name']} tag {have['tag']}")
     return found
 
 
@@ -624,8 +641,7 @@ def _remove_filters(phone, wires, ends, check_mode):
         for side, netns, ifname in (("host", None, end.get("host_ifname")),
                                     ("cont", end.get("cont_netns"), end.get("cont_ifname"))):
             try:
-                with _in_netns(netns):
-                    ifindex = _link_of(ifname, netns or "the host namespace")[0]
+                ifindex = _link_of(ifname, netns)[0]
             except Exception:  # a namespace that is gone took its filters along
                 continue
             if ifindex is not None:
@@ -635,13 +651,13 @@ def _remove_filters(phone, wires, ends, check_mode):
         if (netns, ifindex) in seen:
             continue
         seen.add((netns, ifindex))
-        with _in_netns(netns), IPRoute() as ipr:
-            for direction, have in sorted(bpf.tc_filters(ipr, ifindex).items()):
+        with ipr_in(netns) as ipr:
+            for direction, have in sorted(attach_utils.tc_filters(ipr, ifindex).items()):
                 if have["name"] not in OUR_PROGRAMS:
                     continue
                 actions.append(f"remove tc {direction} filter {have['name']} from {label}")
                 if not check_mode:
-                    bpf.tc_detach(ipr, ifindex, direction)
+                    attach_utils.tc_detach(ipr, ifindex, direction)
     return actions
 
 
@@ -652,8 +668,7 @@ def remove_wire(phone, check_mode=False, ends=None):
     the host-side devices named in the wires map and, when `ends` is given, on the yogurt
     sides too (without it, a yogurt-side guard filter goes with its namespace).
     """
-    if not isinstance(phone, str) or not PHONE_RE.match(phone):
-        raise WireError(f"phone name {phone!r} is invalid: use 1-64 characters of [a-z0-9_-]")
+    _check_phone_name(phone)
     pdir = phone_dir(phone)
     mounted = bpf.bpffs_mounted()
     wires = _read_pinned(phone)["wires"] if mounted else {}

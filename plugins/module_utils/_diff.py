@@ -2,7 +2,11 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""Before/after tracking for `--diff`, one attribute at a time (after docker's DifferenceTracker)."""
+"""Before/after tracking for `--diff`, one attribute at a time (after docker's DifferenceTracker).
+
+PRIVATE to the yogurt.phone collection (like community.crypto's module_utils): no public API,
+names may change in any release.
+"""
 
 from __future__ import annotations
 
@@ -20,9 +24,6 @@ class DifferenceTracker:
     @property
     def changed(self):
         return self._before != self._after
-
-    def changed_names(self):
-        return [k for k in self._after if self._before.get(k) != self._after[k]]
 
     def get_diff(self):
         return {"before": dict(self._before), "after": dict(self._after)}

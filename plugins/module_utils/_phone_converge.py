@@ -9,6 +9,9 @@ is idempotent and re-reads nothing it already knows, so a run killed at any poin
 healed by the next run. A record per phone under /run/yogurt/phones/ says which devices,
 namespaces and pins belong to the collection, so that teardown removes those and nothing
 else; /run is empty after a reboot, like the devices and pins it describes.
+
+PRIVATE to the yogurt.phone collection (like community.crypto's module_utils): no public API,
+names may change in any release.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ import fcntl
 import json
 import os
 
-from ansible_collections.yogurt.phone.plugins.module_utils.diff import DifferenceTracker
-from ansible_collections.yogurt.phone.plugins.module_utils.links import (
+from ansible_collections.yogurt.phone.plugins.module_utils import _wire as wire
+from ansible_collections.yogurt.phone.plugins.module_utils._diff import DifferenceTracker
+from ansible_collections.yogurt.phone.plugins.module_utils._netlink import (
     delete_route,
     disable_ipv6,
     ipv6_disabled,
@@ -27,7 +31,8 @@ from ansible_collections.yogurt.phone.plugins.module_utils.links import (
     read_namespace,
     routes_by_device,
 )
-from ansible_collections.yogurt.phone.plugins.module_utils.netns import (
+from ansible_collections.yogurt.phone.plugins.module_utils._netkit import converge_netkit
+from ansible_collections.yogurt.phone.plugins.module_utils._netns import (
     create_netns,
     delete_netns,
     list_netns,
@@ -35,12 +40,11 @@ from ansible_collections.yogurt.phone.plugins.module_utils.netns import (
     netns_exists,
     set_loopback,
 )
-from ansible_collections.yogurt.phone.plugins.module_utils.veth import converge_pair, remove_pair
+from ansible_collections.yogurt.phone.plugins.module_utils._veth import converge_pair, remove_pair
 
 RUN_DIR = "/run/yogurt"
 RECORD_DIR = os.path.join(RUN_DIR, "phones")
 LOCK_PATH = os.path.join(RUN_DIR, "lock")
-BPFFS_PHONES = "/sys/fs/bpf/yogurt"
 
 
 class PhoneError(Exception):
@@ -120,20 +124,8 @@ def tidy_run_dir():
         os.rmdir(RUN_DIR)
 
 
-def probe_host():
-    """Kernel facts for backend choice: {kernel, netkit, netkit_reason, tcx, tcx_reason, libbpf}."""
-    from ansible_collections.yogurt.phone.plugins.module_utils.probes import probe_wire
-
-    facts = probe_wire()
-    details = facts.pop("details", {})
-    facts["netkit"] = bool(facts.get("netkit"))
-    facts["netkit_reason"] = details.get("netkit", "")
-    facts["tcx_reason"] = details.get("tcx", "")
-    return facts
-
-
 def resolve_backend(requested, facts):
-    """(backend, reason). facts: {'netkit': bool, 'netkit_reason': str, 'kernel': str, 'tcx': bool}.
+    """(backend, reason). facts: _probes.probe_kernel() (kernel, netkit, netkit_reason, tcx, tcx_reason).
 
     veth attaches its programs with tcx links where the kernel has tcx (Linux >= 6.6) and with
     tc clsact filters before that (wire.attach_mode asks the kernel the same question).
@@ -212,7 +204,7 @@ class HostConverger:
                 # Ours: recorded in this namespace, or pinned with no record at all (orphans)
                 # whose links sit in this namespace or that hold no link at all. A phone wired
                 # from another namespace (a test sandbox) is not ours to remove.
-                orphans = {name for name in set(_pinned_phones()) - set(all_records) if _orphan_is_ours(name)}
+                orphans = {name for name in set(wire.list_phones()) - set(all_records) if _orphan_is_ours(name)}
                 unlisted = set(records) | orphans
                 for name in sorted(unlisted - listed):
                     res = self._absent(ipr, host_devices, live_netns, name, records.get(name, {}).get("ends", []))
@@ -230,87 +222,84 @@ class HostConverger:
         }
 
     def _present(self, ipr, host_devices, live_netns, phone, backend, reason):
-        from ansible_collections.yogurt.phone.plugins.module_utils import wire
-
         name = phone["name"]
-        actions = []
-        ends_before, ends_after, host_indexes, peer_indexes = [], [], [], []
-        for end_index, end in enumerate(phone["ends"]):
-            # Never take over a device we did not make: records written before this run say what is ours.
-            if end["host_ifname"] in host_devices and end["host_ifname"] not in self.owned:
-                raise PhoneError(
-                    f"phone '{name}' ends[{end_index}].host_ifname: device {end['host_ifname']} already exists and "
-                    "this collection did not make it: remove or rename it, or choose another host_ifname")
+        self._check_owned(phone, host_devices)
         if not self.check_mode:
             # Recorded before anything is made: a run killed halfway leaves devices the next run owns.
             write_record(phone, backend)
+        actions, converged = [], []
         for end_index, end in enumerate(phone["ends"]):
             where = f"phone '{name}' ends[{end_index}]"
-            netns = end["netns"]
-            ns_before = netns in live_netns
-            if not ns_before:
-                actions.append(f"created namespace {netns}")
-                if not self.check_mode:
-                    self._step(where, "creating its namespace", create_netns, netns)
-                    live_netns.add(netns)
-            if (not ns_before and not self.check_mode) or (ns_before and not loopback_is_up(netns)):
-                if ns_before:
-                    actions.append(f"brought lo up in {netns}")
-                if not self.check_mode:
-                    self._step(where, "bringing lo up", set_loopback, netns, True)
+            ns_before = self._ensure_netns(where, end["netns"], live_netns, actions)
             spec = {
-                "host_ifname": end["host_ifname"], "peer_ifname": end["cont_ifname"], "peer_netns": netns,
-                "peer_addresses": end["addresses"], "mtu": phone["mtu"], "host_addresses": self.host_addresses,
+                "host_ifname": end["host_ifname"], "cont_ifname": end["cont_ifname"], "netns": end["netns"],
+                "addresses": end["addresses"], "mtu": phone["mtu"], "host_addresses": self.host_addresses,
                 "mode": phone["mode"],
             }
             pair = self._step(where, f"converging its {backend} pair", self._pair, ipr, host_devices, spec, backend)
             actions.extend(pair["actions"])
-            # The host side takes no part in IPv6 at all: no address, no link-local, and no
-            # multicast route in the local table (the wire acts before the protocol handlers).
-            if pair["host_index"] is not None and ipv6_disabled(end["host_ifname"]) is False:
-                actions.append(f"turned IPv6 off on {end['host_ifname']}")
-                if not self.check_mode:
-                    self._step(where, "turning IPv6 off on the host side", disable_ipv6, end["host_ifname"])
-            # Nor does it carry a route: one added by hand is reported, and removed unless told not to.
-            for route in self.host_routes.get(pair["host_index"], []) if pair["host_index"] else []:
-                text = f"route {route['text']} through host-side device {end['host_ifname']}"
-                if self.host_addresses == "remove":
-                    actions.append(f"removed {text}")
-                    if not self.check_mode:
-                        self._step(where, f"removing {text}", delete_route, ipr, route)
-                else:
-                    self.warnings.append(f"phone '{name}': {text}: the host side of a phone must carry no route "
-                                         "(left as told)")
-            for text in pair["warnings"]:
-                self.warnings.append(f"phone '{name}': {text}")
-            ends_before.append(dict(netns=netns if ns_before else None, host_ifname=end["host_ifname"],
-                                    cont_ifname=end["cont_ifname"], **pair["before"]))
-            ends_after.append(dict(netns=netns, host_ifname=end["host_ifname"], cont_ifname=end["cont_ifname"],
-                                   **pair["after"]))
-            host_indexes.append(pair["host_index"])
-            peer_indexes.append(pair.get("peer_index"))
-
-        # The ifindexes were read while converging the pairs: the wire need not look them up.
-        wire_ends = [{"host_ifname": e["host_ifname"], "cont_netns": e["netns"], "cont_ifname": e["cont_ifname"],
-                      "host_ifindex": h, "cont_ifindex": c, "kind": backend}
-                     for e, h, c in zip(phone["ends"], host_indexes, peer_indexes)]
-        if self.check_mode and None in host_indexes:
-            # The pairs do not exist yet, so the wire cannot be inspected: it will be attached.
-            wire_res = {"changed": True, "actions": [f"attach the {backend} wire"],
-                        "before": wire_state_absent(), "after": {"attached": True}}
-        else:
-            wire_res = self._step(f"phone '{name}'", "attaching its wire", wire.converge_wire,
-                                  name, backend, wire_ends, self.objects[backend], self.check_mode)
+            self._keep_host_side_bare(ipr, where, name, end["host_ifname"], pair["host_index"], actions)
+            self.warnings.extend(f"phone '{name}': {text}" for text in pair["warnings"])
+            converged.append((end, ns_before, pair))
+        wire_res = self._wire(name, backend, converged)
         actions.extend(wire_res.get("actions", []))
-        changed = bool(actions)
-        return {
-            "name": name, "state": "present", "backend": backend, "backend_reason": reason,
-            "changed": changed, "actions": actions,
-            "ends": [dict(e, host_ifindex=i) for e, i in zip(ends_after, host_indexes)],
-            "wire": {k: v for k, v in wire_res.items() if k not in ("before", "after", "changed", "actions")},
-            "_before": {"backend": ends_before[0].get("kind"), "ends": ends_before, "wire": wire_res.get("before")},
-            "_after": {"backend": backend, "ends": ends_after, "wire": wire_res.get("after")},
-        }
+        return _present_result(name, backend, reason, actions, converged, wire_res)
+
+    def _check_owned(self, phone, host_devices):
+        """Never take over a device we did not make: records written before this run say what is ours."""
+        for end_index, end in enumerate(phone["ends"]):
+            if end["host_ifname"] in host_devices and end["host_ifname"] not in self.owned:
+                raise PhoneError(
+                    f"phone '{phone['name']}' ends[{end_index}].host_ifname: device {end['host_ifname']} already "
+                    "exists and this collection did not make it: remove or rename it, or choose another host_ifname")
+
+    def _ensure_netns(self, where, netns, live_netns, actions):
+        """The end's namespace exists with lo up. Returns whether it existed before."""
+        ns_before = netns in live_netns
+        if not ns_before:
+            actions.append(f"created namespace {netns}")
+            if not self.check_mode:
+                self._step(where, "creating its namespace", create_netns, netns)
+                live_netns.add(netns)
+        if (not ns_before and not self.check_mode) or (ns_before and not loopback_is_up(netns)):
+            if ns_before:
+                actions.append(f"brought lo up in {netns}")
+            if not self.check_mode:
+                self._step(where, "bringing lo up", set_loopback, netns, True)
+        return ns_before
+
+    def _keep_host_side_bare(self, ipr, where, name, host_ifname, host_index, actions):
+        """No IPv6 and no route on a host-side device (its addresses are the pair's job)."""
+        if host_index is None:
+            return
+        # The host side takes no part in IPv6 at all: no address, no link-local, and no
+        # multicast route in the local table (the wire acts before the protocol handlers).
+        if ipv6_disabled(host_ifname) is False:
+            actions.append(f"turned IPv6 off on {host_ifname}")
+            if not self.check_mode:
+                self._step(where, "turning IPv6 off on the host side", disable_ipv6, host_ifname)
+        # Nor does it carry a route: one added by hand is reported, and removed unless told not to.
+        for route in self.host_routes.get(host_index, []) if host_index else []:
+            text = f"route {route['text']} through host-side device {host_ifname}"
+            if self.host_addresses == "remove":
+                actions.append(f"removed {text}")
+                if not self.check_mode:
+                    self._step(where, f"removing {text}", delete_route, ipr, route)
+            else:
+                self.warnings.append(f"phone '{name}': {text}: the host side of a phone must carry no route "
+                                     "(left as told)")
+
+    def _wire(self, name, backend, converged):
+        # The ifindexes were read while converging the pairs: the wire need not look them up.
+        wire_ends = [{"host_ifname": end["host_ifname"], "cont_netns": end["netns"], "cont_ifname": end["cont_ifname"],
+                      "host_ifindex": pair["host_index"], "cont_ifindex": pair["cont_index"], "kind": backend}
+                     for end, _ns_before, pair in converged]
+        if self.check_mode and any(e["host_ifindex"] is None for e in wire_ends):
+            # The pairs do not exist yet, so the wire cannot be inspected: it will be attached.
+            return {"changed": True, "actions": [f"attach the {backend} wire"],
+                    "before": wire_state_absent(), "after": {"attached": True}}
+        return self._step(f"phone '{name}'", "attaching its wire", wire.converge_wire,
+                          name, backend, wire_ends, self.objects[backend], self.check_mode)
 
     def _pair(self, ipr, host_devices, spec, backend):
         host_ifname = spec["host_ifname"]
@@ -322,25 +311,22 @@ class HostConverger:
                 remove_pair(ipr, host_devices, host_ifname, False)
             host_devices.pop(host_ifname)
         if backend == "veth":
-            res = converge_pair(spec, self.check_mode, host_devices, ipr, kind="veth", owned=True)
+            res = converge_pair(spec, self.check_mode, host_devices, ipr, owned=True)
             res["actions"][:0] = replaced
             return res
-        from ansible_collections.yogurt.phone.plugins.module_utils.netkit import converge_netkit
-
         res = converge_netkit({
-            "host_ifname": host_ifname, "peer_ifname": spec["peer_ifname"], "peer_netns": spec["peer_netns"],
-            "mode": spec["mode"], "mtu": spec["mtu"], "peer_addresses": spec["peer_addresses"], "up": True,
+            # converge_netkit takes the netkit module's options, which name the cont side the peer.
+            "host_ifname": host_ifname, "peer_ifname": spec["cont_ifname"], "peer_netns": spec["netns"],
+            "mode": spec["mode"], "mtu": spec["mtu"], "peer_addresses": spec["addresses"], "up": True,
             "keep_host_addresses": spec["host_addresses"] == "report",
         }, self.check_mode, recreate=True)
         return {"changed": res["changed"] or bool(replaced), "actions": replaced + res["actions"],
                 "before": dict(res["before"], kind="netkit" if res["before"].get("state") == "present" else None),
                 "after": dict(res["after"], kind="netkit"),
-                "host_index": res["netkit"].get("host_ifindex"), "peer_index": res["netkit"].get("peer_ifindex"),
+                "host_index": res["netkit"].get("host_ifindex"), "cont_index": res["netkit"].get("peer_ifindex"),
                 "warnings": res.get("warnings", [])}
 
     def _absent(self, ipr, host_devices, live_netns, name, ends):
-        from ansible_collections.yogurt.phone.plugins.module_utils import wire
-
         actions = []
         wire_ends = [{"host_ifname": e["host_ifname"], "cont_netns": e["netns"], "cont_ifname": e["cont_ifname"]}
                      for e in ends if netns_exists(e["netns"])]
@@ -379,13 +365,27 @@ class HostConverger:
             raise PhoneError(f"{where}: {what} failed: {exc}") from exc
 
 
+def _present_result(name, backend, reason, actions, converged, wire_res):
+    ends_before, ends_after = [], []
+    for end, ns_before, pair in converged:
+        names = {"host_ifname": end["host_ifname"], "cont_ifname": end["cont_ifname"]}
+        ends_before.append(dict(netns=end["netns"] if ns_before else None, **names, **pair["before"]))
+        ends_after.append(dict(netns=end["netns"], **names, **pair["after"]))
+    return {
+        "name": name, "state": "present", "backend": backend, "backend_reason": reason,
+        "changed": bool(actions), "actions": actions,
+        "ends": [dict(e, host_ifindex=pair["host_index"]) for e, (_end, _ns, pair) in zip(ends_after, converged)],
+        "wire": {k: v for k, v in wire_res.items() if k not in ("before", "after", "changed", "actions")},
+        "_before": {"backend": ends_before[0].get("kind"), "ends": ends_before, "wire": wire_res.get("before")},
+        "_after": {"backend": backend, "ends": ends_after, "wire": wire_res.get("after")},
+    }
+
+
 def wire_state_absent():
     return {"attached": False}
 
 
 def _orphan_is_ours(name):
-    from ansible_collections.yogurt.phone.plugins.module_utils import wire
-
     if wire.attached_in_current_netns(name):
         return True
     # Not attached here. Ours only if it was never wired at all (a load killed before the
@@ -393,10 +393,3 @@ def _orphan_is_ours(name):
     # filters are invisible from here, but its wires map is filled.
     state = wire.read_wire(name)
     return not state.get("links") and not state.get("filters") and not state.get("wires")
-
-
-def _pinned_phones():
-    try:
-        return [e for e in os.listdir(BPFFS_PHONES) if os.path.isdir(os.path.join(BPFFS_PHONES, e))]
-    except OSError:
-        return []

@@ -10,6 +10,9 @@ made here and by `ip netns add` are interchangeable. No pyroute2 is needed.
 
 Namespaces are switched per thread (setns(2) acts on the calling thread); every switch
 is undone by `enter_netns` on the way out, even on error.
+
+PRIVATE to the yogurt.phone collection (like community.crypto's module_utils): no public API,
+names may change in any release.
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ import os
 import socket
 import struct
 
+from ansible_collections.yogurt.phone.plugins.module_utils._phone_model import netns_problem
+
 NETNS_RUN_DIR = "/run/netns"
-NAME_MAX_BYTES = 255
 
 CLONE_NEWNET = 0x40000000
 MS_BIND = 4096
@@ -57,21 +61,6 @@ def _check(ret, what):
     if ret != 0:
         err = ctypes.get_errno()
         raise NetnsError(f"{what}: {os.strerror(err)} (errno {err})")
-
-
-def validate_name(name):
-    """Return None if `name` can be a namespace name, else a sentence saying why not."""
-    if not isinstance(name, str) or name == "":
-        return "a namespace name must not be empty"
-    if name in (".", ".."):
-        return f"'{name}' is not a valid namespace name (it names a directory, not a namespace)"
-    if "/" in name:
-        return f"namespace name '{name}' contains '/': a name is one path component under {NETNS_RUN_DIR}"
-    if "\0" in name:
-        return "a namespace name must not contain a NUL byte"
-    if len(name.encode("utf-8")) > NAME_MAX_BYTES:
-        return f"namespace name is {len(name.encode('utf-8'))} bytes long; the limit is {NAME_MAX_BYTES} bytes"
-    return None
 
 
 def netns_path(name):
@@ -116,6 +105,16 @@ def enter_netns(name):
 
 
 @contextlib.contextmanager
+def in_netns(name):
+    """enter_netns(name); with name None, stay in the calling thread's namespace (the host side)."""
+    if name is None:
+        yield
+        return
+    with enter_netns(name):
+        yield
+
+
+@contextlib.contextmanager
 def _entered_fd(target_fd, label):
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
@@ -145,7 +144,7 @@ def _ensure_run_dir():
 
 def create_netns(name):
     """Create /run/netns/<name> holding a new network namespace. Heals a stale file."""
-    reason = validate_name(name)
+    reason = netns_problem(name)
     if reason:
         raise NetnsError(reason)
     _ensure_run_dir()

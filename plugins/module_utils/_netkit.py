@@ -18,41 +18,49 @@ namespace (/run/netns/<name>); it is read and changed from inside that namespace
 `converge_netkit()` and `remove_netkit()` are the plain API the modules call: no
 AnsibleModule in here. Errors are NetkitError with a sentence that names the pair, the
 attribute and the fix.
+
+PRIVATE to the yogurt.phone collection (like community.crypto's module_utils): no public API,
+names may change in any release.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import ipaddress
 import os
 import platform
-import re
 import threading
 import uuid
 
-from ansible_collections.yogurt.phone.plugins.module_utils.netns import (
+from ansible_collections.yogurt.phone.plugins.module_utils._netlink import (
+    add_address,
+    addr_gen_mode_spec,
+    delete_address,
+    ipr_in,
+    is_link_local6,
+    managed_addresses,
+    netlink_text,
+    normalize_cidr,
+    read_addresses,
+    read_link,
+    sort_cidrs,
+)
+from ansible_collections.yogurt.phone.plugins.module_utils._netns import (
     NetnsError,
     create_netns,
     delete_netns,
-    enter_netns,
     list_netns,
     netns_exists,
     netns_path,
-    validate_name,
 )
-
-try:
-    from pyroute2 import IPRoute
-    from pyroute2.netlink import nla
-    from pyroute2.netlink.exceptions import NetlinkError
-    from pyroute2.netlink.rtnl.ifinfmsg import ifinfbase
-except ImportError as _exc:  # reported by the module through missing_required_lib()
-    HAS_PYROUTE2 = False
-    PYROUTE2_IMPORT_ERROR = _exc
-else:
-    HAS_PYROUTE2 = True
-    PYROUTE2_IMPORT_ERROR = None
+from ansible_collections.yogurt.phone.plugins.module_utils._phone_model import ifname_problem, netns_problem
+from ansible_collections.yogurt.phone.plugins.module_utils._pyroute2_dep import (
+    HAS_PYROUTE2,
+    NetlinkError,
+    ifinfbase,
+    missing_pyroute2_message,
+    nla,
+)
 
 KIND = "netkit"
 
@@ -60,12 +68,6 @@ KIND = "netkit"
 MODES = {"l2": 0, "l3": 1}                   # NETKIT_L2, NETKIT_L3
 POLICIES = {"forward": 0, "blackhole": 2}    # NETKIT_PASS, NETKIT_DROP
 SCRUBS = {"none": 0, "default": 1}           # NETKIT_SCRUB_NONE, NETKIT_SCRUB_DEFAULT
-ADDR_GEN_MODES = {0: "eui64", 1: "none", 2: "stable_privacy", 3: "random"}
-IN6_ADDR_GEN_MODE_NONE = 1
-
-IFF_UP = 0x1
-IFA_F_NODAD = 0x02
-IFNAMSIZ = 16
 
 # What needs which kernel; named in the errors a user sees.
 NETKIT_NEEDS = "Linux >= 6.7 with CONFIG_NETKIT=y"
@@ -91,8 +93,6 @@ DEFAULTS = {
     # host_addresses: report); the default removes them.
     "keep_host_addresses": False,
 }
-
-_IFNAME_BAD = re.compile(r"[/:\s]")
 
 
 class NetkitError(Exception):
@@ -157,42 +157,19 @@ def register_netkit_kind(ipr):
 
 def _require_pyroute2():
     if not HAS_PYROUTE2:
-        raise NetkitError(f"pyroute2 is needed on the target to manage netkit pairs ({PYROUTE2_IMPORT_ERROR}): "
-                          f"install it (Debian: python3-pyroute2, or pip install pyroute2)")
+        raise NetkitError(missing_pyroute2_message())
 
 
 @contextlib.contextmanager
-def _rtnl():
-    """An rtnetlink socket in the calling thread's current network namespace."""
+def _rtnl(netns=None):
+    """An rtnetlink socket that knows the netkit kind, in named namespace `netns` (None: the current one)."""
     _require_pyroute2()
-    ipr = IPRoute(ext_ack=True)
     try:
-        register_netkit_kind(ipr)
-        yield ipr
-    finally:
-        ipr.close()
-
-
-@contextlib.contextmanager
-def _rtnl_in(netns):
-    """An rtnetlink socket inside named namespace `netns` (None: the current one)."""
-    if netns is None:
-        with _rtnl() as ipr:
+        with ipr_in(netns) as ipr:
+            register_netkit_kind(ipr)
             yield ipr
-        return
-    try:
-        with enter_netns(netns):
-            with _rtnl() as ipr:
-                yield ipr
     except NetnsError as exc:
         raise NetkitError(str(exc)) from None
-
-
-def _netlink_text(exc):
-    """'Operation not supported (Unknown device type)' from a NetlinkError."""
-    reason = os.strerror(exc.code)
-    text = exc.args[1] if len(exc.args) > 1 else ""
-    return f"{reason} ({text})" if text and text != reason else reason
 
 
 # ---------------------------------------------------------------------------------------
@@ -205,11 +182,6 @@ def linkinfo(data_attrs):
     if data_attrs:
         info.append(("IFLA_INFO_DATA", {"attrs": list(data_attrs)}))
     return {"attrs": info}
-
-
-def addr_gen_mode_spec(mode=IN6_ADDR_GEN_MODE_NONE):
-    """IFLA_AF_SPEC that sets the IPv6 address generation mode of a device."""
-    return {"attrs": [("AF_INET6", {"attrs": [("IFLA_INET6_ADDR_GEN_MODE", mode)]})]}
 
 
 def create_request(want, peer_netns_fd=None, features=None):
@@ -266,45 +238,13 @@ def _name_of(table, value):
     return str(value)
 
 
-def _normalize_cidr(address, prefixlen=None):
-    text = address if prefixlen is None else f"{address}/{prefixlen}"
-    return ipaddress.ip_interface(text).with_prefixlen
-
-
-def _sort_cidrs(cidrs):
-    return sorted(set(cidrs), key=lambda c: (ipaddress.ip_interface(c).version, ipaddress.ip_interface(c)))
-
-
-def _is_link_local6(cidr):
-    iface = ipaddress.ip_interface(cidr)
-    return iface.version == 6 and iface.ip.is_link_local
-
-
-def decode_link(msg):
-    """The facts of one RTM_NEWLINK message as a plain dict (netkit fields None elsewhere)."""
-    info = msg.get_attr("IFLA_LINKINFO")
-    kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
-    data = info.get_attr("IFLA_INFO_DATA") if info is not None and kind == KIND else None
-
+def decode_netkit_data(kind, data):
+    """The netkit attributes of a link (decode_link's decode_data): all None on other kinds."""
     def netkit(name):
-        return data.get_attr(name) if data is not None and not isinstance(data, str) else None
+        return data.get_attr(name) if kind == KIND and data is not None else None
 
-    af_spec = msg.get_attr("IFLA_AF_SPEC")
-    gen_mode = None
-    if af_spec is not None:
-        inet6 = af_spec.get_attr("AF_INET6")
-        if inet6 is not None:
-            gen_mode = inet6.get_attr("IFLA_INET6_ADDR_GEN_MODE")
     primary = netkit("IFLA_NETKIT_PRIMARY")
     return {
-        "ifname": msg.get_attr("IFLA_IFNAME"),
-        "ifindex": msg["index"],
-        "kind": kind,
-        "up": bool(msg["flags"] & IFF_UP),
-        "mtu": msg.get_attr("IFLA_MTU"),
-        "link": msg.get_attr("IFLA_LINK"),
-        "link_netnsid": msg.get_attr("IFLA_LINK_NETNSID"),
-        "addr_gen_mode": ADDR_GEN_MODES.get(gen_mode, gen_mode),
         "primary": None if primary is None else bool(primary),
         "mode": _name_of(MODES, netkit("IFLA_NETKIT_MODE")),
         "policy": _name_of(POLICIES, netkit("IFLA_NETKIT_POLICY")),
@@ -321,22 +261,7 @@ def decode_link(msg):
 # ---------------------------------------------------------------------------------------
 
 def _get_link(ipr, ifname=None, index=None):
-    try:
-        if ifname is not None:
-            msgs = ipr.link("get", ifname=ifname)
-        else:
-            msgs = ipr.link("get", index=index)
-    except NetlinkError as exc:
-        if exc.code == errno.ENODEV:
-            return None
-        raise
-    return decode_link(msgs[0]) if msgs else None
-
-
-def _addresses(ipr, index):
-    # IFA_LOCAL is the device's own IPv4 address (IFA_ADDRESS may be a point-to-point peer).
-    return _sort_cidrs(_normalize_cidr(a.get_attr("IFA_LOCAL") or a.get_attr("IFA_ADDRESS"), a["prefixlen"])
-                       for a in ipr.addr("dump", index=index))
+    return read_link(ipr, ifname=ifname, index=index, decode_data=decode_netkit_data)
 
 
 def _netns_name_for_nsid(ipr, nsid, hint=None):
@@ -376,8 +301,8 @@ def read_pair(host_ifname, peer_netns_hint=None):
                 f"name the primary device as host_ifname")
         pair = {
             "host_ifname": host_ifname,
-            "host_ifindex": host["ifindex"],
-            "peer_ifindex": host["link"],
+            "host_ifindex": host["index"],
+            "peer_ifindex": host["link_index"],
             "peer_netnsid": host["link_netnsid"],
             "peer_netns": None,
             "peer_ifname": None,
@@ -390,7 +315,7 @@ def read_pair(host_ifname, peer_netns_hint=None):
             "tailroom": host["tailroom"],
             "mtu": host["mtu"],
             "up": host["up"],
-            "host_addresses": _addresses(ipr, host["ifindex"]),
+            "host_addresses": read_addresses(ipr, host["index"]),
             "host_addr_gen_mode": host["addr_gen_mode"],
             "peer_mtu": None,
             "peer_up": None,
@@ -402,11 +327,11 @@ def read_pair(host_ifname, peer_netns_hint=None):
                 # The peer sits in a namespace without a name under /run/netns: not ours to enter.
                 pair["peer_netns"] = f"(unnamed, nsid {pair['peer_netnsid']})"
                 return pair
-    with _rtnl_in(pair["peer_netns"]) as pipr:
+    with _rtnl(pair["peer_netns"]) as pipr:
         peer = _get_link(pipr, index=pair["peer_ifindex"]) if pair["peer_ifindex"] else None
         if peer is not None:
             pair.update(peer_ifname=peer["ifname"], peer_mtu=peer["mtu"], peer_up=peer["up"],
-                        peer_addresses=_addresses(pipr, peer["ifindex"]))
+                        peer_addresses=read_addresses(pipr, peer["index"]))
     return pair
 
 
@@ -449,15 +374,15 @@ def _probe():
     except NetnsError as exc:
         raise NetkitError(f"probing netkit support: could not make a scratch namespace: {exc}") from None
     try:
-        with _rtnl_in(scratch) as ipr:
+        with _rtnl(scratch) as ipr:
             try:
                 ipr.link("add", **create_request(want))
             except NetlinkError as exc:
                 if exc.code == errno.EOPNOTSUPP:
-                    facts["detail"] = f"creating a netkit device failed: {_netlink_text(exc)}"
+                    facts["detail"] = f"creating a netkit device failed: {netlink_text(exc)}"
                     return facts
                 raise NetkitError(f"probing netkit support: creating a test pair failed: "
-                                  f"{_netlink_text(exc)}") from None
+                                  f"{netlink_text(exc)}") from None
             got = _get_link(ipr, ifname="probe-host")
             facts["netkit"] = True
             # Attributes above the kernel's IFLA_NETKIT_MAX are ignored without an error,
@@ -503,19 +428,6 @@ def require_features(want, features):
 # Validation
 # ---------------------------------------------------------------------------------------
 
-def validate_ifname(name):
-    """None if `name` can be a Linux interface name, else a sentence saying why not."""
-    if not isinstance(name, str) or name == "":
-        return "an interface name must not be empty"
-    if len(name.encode("utf-8")) >= IFNAMSIZ:
-        return f"'{name}' is {len(name.encode('utf-8'))} bytes long; Linux allows at most {IFNAMSIZ - 1}"
-    if name in (".", ".."):
-        return f"'{name}' is not a valid interface name"
-    if _IFNAME_BAD.search(name):
-        return f"'{name}' contains '/', ':' or whitespace, which Linux refuses in interface names"
-    return None
-
-
 def normalize_spec(spec):
     """`spec` with defaults filled in and addresses normalized; NetkitError lists every problem."""
     want = dict(DEFAULTS)
@@ -524,11 +436,11 @@ def normalize_spec(spec):
         want["peer_addresses"] = []
     problems = []
     for field in ("host_ifname", "peer_ifname"):
-        reason = validate_ifname(want.get(field))
+        reason = ifname_problem(want.get(field))
         if reason:
             problems.append(f"{field}: {reason}")
     if want["peer_netns"] is not None:
-        reason = validate_name(want["peer_netns"])
+        reason = netns_problem(want["peer_netns"])
         if reason:
             problems.append(f"peer_netns: {reason}")
     elif want.get("host_ifname") == want.get("peer_ifname"):
@@ -555,10 +467,10 @@ def normalize_spec(spec):
                             f"(write it as 10.42.0.1/24 or fd00::1/64)")
             continue
         try:
-            cidrs.append(_normalize_cidr(address))
+            cidrs.append(normalize_cidr(address))
         except ValueError as exc:
             problems.append(f"peer_addresses: {address!r} is not a CIDR address ({exc})")
-    want["peer_addresses"] = _sort_cidrs(cidrs)
+    want["peer_addresses"] = sort_cidrs(cidrs)
     if problems:
         where = f"netkit pair {spec.get('host_ifname')!r}"
         raise NetkitError(f"{where}: " + "; ".join(problems))
@@ -585,7 +497,7 @@ def comparable(pair, keep_link_local=()):
     view = {k: pair.get(k) for k in COMPARED}
     view["state"] = "present"
     # The kernel may give the peer an IPv6 link-local address of its own; it is not managed.
-    view["peer_addresses"] = [a for a in pair["peer_addresses"] if not _is_link_local6(a) or a in keep_link_local]
+    view["peer_addresses"] = managed_addresses(pair["peer_addresses"], keep=keep_link_local)
     return view
 
 
@@ -684,13 +596,13 @@ def _apply_in_place(pair, want, steps):
     host_ops = {
         "policy": lambda ipr, _: ipr.link("set", **policy_request(host_index, want["policy"], want["peer_policy"])),
         "addr_gen_mode": lambda ipr, _: ipr.link("set", index=host_index, IFLA_AF_SPEC=addr_gen_mode_spec()),
-        "host_addr_del": lambda ipr, cidr: _addr(ipr, "del", host_index, cidr),
+        "host_addr_del": lambda ipr, cidr: delete_address(ipr, host_index, cidr),
         "mtu": lambda ipr, _: ipr.link("set", index=host_index, mtu=want["mtu"]),
     }
     peer_ops = {
         "peer_mtu": lambda ipr, _: ipr.link("set", index=peer_index, mtu=want["mtu"]),
-        "peer_addr_del": lambda ipr, cidr: _addr(ipr, "del", peer_index, cidr),
-        "peer_addr_add": lambda ipr, cidr: _addr(ipr, "add", peer_index, cidr),
+        "peer_addr_del": lambda ipr, cidr: delete_address(ipr, peer_index, cidr),
+        "peer_addr_add": lambda ipr, cidr: add_address(ipr, peer_index, cidr),
         "peer_up": lambda ipr, _: ipr.link("set", index=peer_index, state=updown),
     }
     # Host side first (policy, no IPv6 address generation, no addresses), then the peer
@@ -700,7 +612,7 @@ def _apply_in_place(pair, want, steps):
             if kind in host_ops:
                 _step(host, description, host_ops[kind], ipr, arg)
     if any(kind in peer_ops for _desc, kind, _arg in steps):
-        with _rtnl_in(want["peer_netns"]) as ipr:
+        with _rtnl(want["peer_netns"]) as ipr:
             for description, kind, arg in steps:
                 if kind in peer_ops:
                     _step(host, description, peer_ops[kind], ipr, arg)
@@ -710,16 +622,8 @@ def _apply_in_place(pair, want, steps):
                 _step(host, description, ipr.link, "set", index=host_index, state=updown)
 
 
-def _addr(ipr, command, index, cidr):
-    iface = ipaddress.ip_interface(cidr)
-    kwargs = {"index": index, "address": str(iface.ip), "prefixlen": iface.network.prefixlen}
-    if command == "add" and iface.version == 6:
-        kwargs["flags"] = IFA_F_NODAD  # usable at once; the pair is point to point
-    ipr.addr(command, **kwargs)
-
-
 def _netlink_error(where, exc):
-    return NetkitError(f"netkit pair {where}: {_netlink_text(exc)}")
+    return NetkitError(f"netkit pair {where}: {netlink_text(exc)}")
 
 
 def converge_netkit(spec, check_mode, recreate=False):
@@ -739,7 +643,7 @@ def converge_netkit(spec, check_mode, recreate=False):
 
 def _converge(want, check_mode, recreate):
     host = want["host_ifname"]
-    keep_ll = [a for a in want["peer_addresses"] if _is_link_local6(a)]
+    keep_ll = [a for a in want["peer_addresses"] if is_link_local6(a)]
     pair = read_pair(host, want["peer_netns"])
     before = comparable(pair, keep_ll)
     actions, warnings = [], []
@@ -747,15 +651,9 @@ def _converge(want, check_mode, recreate):
     # What the kernel supports: read off the existing pair, or probed before creating one.
     features = probe_netkit() if pair is None else _features_of(pair)
     require_features(want, features)
-
     reasons = _recreate_reasons(before, want) if pair is not None else []
     if reasons and not recreate:
-        text = ", ".join(f"{key} is {old!r}, asked {new!r}" for key, old, new in reasons)
-        raise NetkitError(
-            f"netkit pair {host}: {text}; the kernel fixes "
-            f"{'this' if len(reasons) == 1 else 'these'} when the pair is created. Set recreate: true to delete "
-            f"and recreate the pair (its addresses and attached BPF programs go with it)")
-
+        _refuse_recreate(host, reasons)
     if before["host_addresses"]:
         verb = ("were left as asked (host_addresses: report)" if want["keep_host_addresses"] else
                 "would be removed" if check_mode else "were removed")
@@ -764,42 +662,13 @@ def _converge(want, check_mode, recreate):
 
     current = before
     if pair is None or reasons:
-        if reasons:
-            actions.append(f"delete pair {host} to recreate it ("
-                           + ", ".join(f"{k} {o} -> {n}" for k, o, n in reasons) + ")")
-        where = f" in netns {want['peer_netns']}" if want["peer_netns"] else ""
-        actions.append(f"create netkit pair {host} / {want['peer_ifname']}{where} (mode {want['mode']}, "
-                       f"policy {want['policy']}, peer_policy {want['peer_policy']}"
-                       + (f", scrub {want['scrub']}, peer_scrub {want['peer_scrub']}" if features["scrub"] else "")
-                       + ")")
-        # The peer's name must be free where the peer goes (unless it is the old peer's name there).
-        moves = pair is None or (before["peer_netns"], before["peer_ifname"]) != (want["peer_netns"],
-                                                                                  want["peer_ifname"])
-        if check_mode:
-            current = _predict_created(want, features)
-            if want["peer_netns"] and not netns_exists(want["peer_netns"]):
-                actions.append(f"(namespace {want['peer_netns']} does not exist yet: it must be created first)")
-            elif moves:
-                _check_peer_name_free(want)
-        else:
-            if want["peer_netns"] and not netns_exists(want["peer_netns"]):
-                raise NetkitError(f"netkit pair {host}: peer_netns: network namespace '{want['peer_netns']}' does not "
-                                  f"exist ({netns_path(want['peer_netns'])} is missing): create it first "
-                                  f"(yogurt.phone.netns)")
-            if moves:
-                _check_peer_name_free(want)
-            if reasons:
-                _step(host, actions[0], _delete, host)
-            _step(host, actions[-1], _create, want, features)
-            pair = read_pair(host, want["peer_netns"])
-            if pair is None:
-                raise NetkitError(f"netkit pair {host}: created, but it is not there when read back")
+        pair, current = _create_pair(want, pair, before, reasons, features, check_mode, actions)
+        if pair is not None:
             current = comparable(pair, keep_ll)
 
     steps = _plan_in_place(current, want)
     actions.extend(desc for desc, _kind, _arg in steps)
     predicted = _predict_in_place(current, want)
-
     if check_mode:
         # A pair that stays keeps its ifindexes (the phone converge inspects its wire by them);
         # one that would be created or recreated has none yet.
@@ -819,17 +688,61 @@ def _converge(want, check_mode, recreate):
             "warnings": warnings, "features": features}
 
 
+def _refuse_recreate(host, reasons):
+    text = ", ".join(f"{key} is {old!r}, asked {new!r}" for key, old, new in reasons)
+    raise NetkitError(
+        f"netkit pair {host}: {text}; the kernel fixes "
+        f"{'this' if len(reasons) == 1 else 'these'} when the pair is created. Set recreate: true to delete "
+        f"and recreate the pair (its addresses and attached BPF programs go with it)")
+
+
+def _create_pair(want, pair, before, reasons, features, check_mode, actions):
+    """Create the pair (deleting the old one first for `reasons`). Returns (pair read back, or
+    None in check mode; the predicted view in check mode, else None)."""
+    host = want["host_ifname"]
+    if reasons:
+        actions.append(f"delete pair {host} to recreate it ("
+                       + ", ".join(f"{k} {o} -> {n}" for k, o, n in reasons) + ")")
+    where = f" in netns {want['peer_netns']}" if want["peer_netns"] else ""
+    actions.append(f"create netkit pair {host} / {want['peer_ifname']}{where} (mode {want['mode']}, "
+                   f"policy {want['policy']}, peer_policy {want['peer_policy']}"
+                   + (f", scrub {want['scrub']}, peer_scrub {want['peer_scrub']}" if features["scrub"] else "")
+                   + ")")
+    # The peer's name must be free where the peer goes (unless it is the old peer's name there).
+    moves = pair is None or (before["peer_netns"], before["peer_ifname"]) != (want["peer_netns"], want["peer_ifname"])
+    netns_missing = want["peer_netns"] and not netns_exists(want["peer_netns"])
+    if check_mode:
+        if netns_missing:
+            actions.append(f"(namespace {want['peer_netns']} does not exist yet: it must be created first)")
+        elif moves:
+            _check_peer_name_free(want)
+        return None, _predict_created(want, features)
+    if netns_missing:
+        raise NetkitError(f"netkit pair {host}: peer_netns: network namespace '{want['peer_netns']}' does not "
+                          f"exist ({netns_path(want['peer_netns'])} is missing): create it first "
+                          f"(yogurt.phone.netns)")
+    if moves:
+        _check_peer_name_free(want)
+    if reasons:
+        _step(host, actions[-2], _delete, host)
+    _step(host, actions[-1], _create, want, features)
+    created = read_pair(host, want["peer_netns"])
+    if created is None:
+        raise NetkitError(f"netkit pair {host}: created, but it is not there when read back")
+    return created, None
+
+
 def _step(host, description, func, *args, **kwargs):
     """Run one change; a kernel refusal names the change it refused."""
     try:
         return func(*args, **kwargs)
     except NetlinkError as exc:
-        raise NetkitError(f"netkit pair {host}: {description}: {_netlink_text(exc)}") from None
+        raise NetkitError(f"netkit pair {host}: {description}: {netlink_text(exc)}") from None
 
 
 def _check_peer_name_free(want):
     """A clear error instead of EEXIST when the peer's name is taken where the peer would go."""
-    with _rtnl_in(want["peer_netns"]) as ipr:
+    with _rtnl(want["peer_netns"]) as ipr:
         taken = ipr.link_lookup(ifname=want["peer_ifname"])
     if taken:
         where = f"network namespace '{want['peer_netns']}'" if want["peer_netns"] else "the host namespace"
@@ -849,7 +762,7 @@ def _verify(host, predicted, after, features):
 
 def remove_netkit(host_ifname, check_mode):
     """Delete the pair whose host side is `host_ifname` (both sides go). Absent is fine."""
-    reason = validate_ifname(host_ifname)
+    reason = ifname_problem(host_ifname)
     if reason:
         raise NetkitError(f"netkit pair {host_ifname!r}: host_ifname: {reason}")
     try:

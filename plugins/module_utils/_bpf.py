@@ -10,6 +10,9 @@ File descriptors are plain ints; callers close them with os.close(). Every failu
 BpfError carrying the errno and a sentence that says what failed and how to fix it.
 Nothing here is imported at module load except the standard library, so a module can
 report a missing libbpf through fail_json.
+
+PRIVATE to the yogurt.phone collection (like community.crypto's module_utils): no public API,
+names may change in any release.
 """
 
 from __future__ import annotations
@@ -136,6 +139,21 @@ def lib():
 
 def libbpf_version():
     return lib().libbpf_version_string().decode()
+
+
+def _errno_of(ret):
+    """The error number of a failed libbpf call (libbpf >= 1.0 returns -errno, older paths -1)."""
+    return -ret if ret != -1 else ctypes.get_errno()
+
+
+def _enoent(ret, what):
+    """False if the call succeeded, True if it failed with ENOENT (nothing there); else raise."""
+    if ret >= 0:
+        return False
+    err = _errno_of(ret)
+    if err != errno_mod.ENOENT:
+        _fail(err, what)
+    return True
 
 
 def _ret(ret, what, hint=None):
@@ -337,7 +355,7 @@ def link_create(prog_fd, ifindex, attach_type):
         opts = ctypes.create_string_buffer(struct.pack("=QI4x", 16, XDP_FLAGS_DRV_MODE), 16)
     ret = lib().bpf_link_create(prog_fd, ifindex, ATTACH_TYPES[attach_type], opts)
     if ret < 0:
-        err = -ret if ret != -1 else ctypes.get_errno()
+        err = _errno_of(ret)
         _fail(err, f"attaching a {attach_type} link on ifindex {ifindex}", _attach_hint(attach_type, err))
     return ret
 
@@ -358,33 +376,6 @@ def link_detach(link_fd):
             raise
 
 
-def xdp_query(ipr, ifindex):
-    """{'mode', 'drv_prog_id', 'skb_prog_id'} of ifindex's XDP (netns of `ipr`); None if no such device.
-
-    mode: 0 none, 1 native (driver), 2 generic (skb), 3 offload, 4 several. BPF_PROG_QUERY
-    does not answer for XDP; this is IFLA_XDP over netlink, as `ip link show` reads it.
-    """
-    try:
-        msg = ipr.link("get", index=ifindex)[0]
-    except Exception as exc:
-        if getattr(exc, "code", None) == errno_mod.ENODEV:
-            return None
-        raise BpfError(getattr(exc, "code", errno_mod.EIO), f"reading XDP state of ifindex {ifindex}: {exc}") from None
-    xdp = msg.get_attr("IFLA_XDP")
-    if xdp is None:
-        return {"mode": 0, "drv_prog_id": 0, "skb_prog_id": 0}
-    mode = xdp.get_attr("IFLA_XDP_ATTACHED") or 0
-    if isinstance(mode, str):  # pyroute2 names the modes
-        mode = {"xdp": 1, "xdpgeneric": 2, "xdpoffload": 3, "xdpmulti": 4}.get(mode, 0)
-    drv = xdp.get_attr("IFLA_XDP_DRV_PROG_ID") or 0
-    skb = xdp.get_attr("IFLA_XDP_SKB_PROG_ID") or 0
-    if mode == 1 and not drv:  # one program: the kernel reports only IFLA_XDP_PROG_ID
-        drv = xdp.get_attr("IFLA_XDP_PROG_ID") or 0
-    if mode == 2 and not skb:
-        skb = xdp.get_attr("IFLA_XDP_PROG_ID") or 0
-    return {"mode": mode, "drv_prog_id": drv, "skb_prog_id": skb}
-
-
 def link_update(link_fd, prog_fd):
     """Swap the program of a link atomically (BPF_LINK_UPDATE): no packet sees no program."""
     _ret(lib().bpf_link_update(link_fd, prog_fd, None), "replacing the program of a link",
@@ -396,12 +387,8 @@ def link_update(link_fd, prog_fd):
 def map_lookup(fd, key, value_size):
     val = ctypes.create_string_buffer(value_size)
     kb = ctypes.create_string_buffer(key, len(key))
-    ret = lib().bpf_map_lookup_elem(fd, kb, val)
-    if ret < 0:
-        err = -ret if ret != -1 else ctypes.get_errno()
-        if err == errno_mod.ENOENT:
-            return None
-        _fail(err, "looking up a map element")
+    if _enoent(lib().bpf_map_lookup_elem(fd, kb, val), "looking up a map element"):
+        return None
     return val.raw
 
 
@@ -413,9 +400,7 @@ def map_update(fd, key, value, flags=0):
 
 def map_delete(fd, key):
     kb = ctypes.create_string_buffer(key, len(key))
-    ret = lib().bpf_map_delete_elem(fd, kb)
-    if ret < 0 and (-ret if ret != -1 else ctypes.get_errno()) != errno_mod.ENOENT:
-        _ret(ret, "deleting a map element")
+    _enoent(lib().bpf_map_delete_elem(fd, kb), "deleting a map element")
 
 
 def map_keys(fd, key_size):
@@ -425,12 +410,8 @@ def map_keys(fd, key_size):
     nxt = ctypes.create_string_buffer(key_size)
     while True:
         pk = None if prev is None else ctypes.create_string_buffer(prev, key_size)
-        ret = lib().bpf_map_get_next_key(fd, pk, nxt)
-        if ret < 0:
-            err = -ret if ret != -1 else ctypes.get_errno()
-            if err == errno_mod.ENOENT:
-                return keys
-            _fail(err, "iterating a map")
+        if _enoent(lib().bpf_map_get_next_key(fd, pk, nxt), "iterating a map"):
+            return keys
         prev = nxt.raw
         keys.append(prev)
 
@@ -498,14 +479,11 @@ class BpfObject:
                 raise BpfError(errno_mod.ENOENT, f"BPF object {path} has no map '{name}'")
             _ret(so.bpf_map__set_pin_path(self.maps[name], pin.encode()), f"setting pin path {pin}")
 
-    def section(self, prog_name):
-        return lib().bpf_program__section_name(self.programs[prog_name]).decode()
-
     def load(self):
         del _log[:]
         ret = lib().bpf_object__load(self._obj)
         if ret < 0:
-            err = -ret if ret != -1 else ctypes.get_errno()
+            err = _errno_of(ret)
             hint = "libbpf said: " + " | ".join(line for line in _log[-8:])
             if any("reuse pinned map" in line for line in _log):
                 hint = ("a map pinned by an earlier object does not match this object's map "
@@ -531,85 +509,3 @@ class BpfObject:
 
     def __exit__(self, *exc):
         self.close()
-
-
-# ---------------------------------------------------------------- tc clsact (kernels < 6.6)
-# No tcx before Linux 6.6: the same SCHED_CLS programs attach as direct-action cls_bpf
-# filters on a clsact qdisc. A filter holds its program itself, so it outlives the
-# loader without a pin; `tc filter replace` swaps the program atomically.
-
-TC_PARENTS = {"ingress": 0xFFFFFFF2, "egress": 0xFFFFFFF3}
-TC_PRIO = 0x7967    # "yg": the priority that marks our filters
-_TCA_BPF_NAME, _TCA_BPF_TAG, _TCA_BPF_ID = 7, 10, 11
-
-
-def _tc_options(msg):
-    """Raw TCA_OPTIONS attributes of a cls_bpf filter (pyroute2 0.9 decodes neither id nor tag)."""
-    opts = msg.get_attr("TCA_OPTIONS")
-    if opts is None:
-        return {}
-    buf = opts.data[opts.offset + 4:opts.offset + opts.length]
-    attrs, i = {}, 0
-    while i + 4 <= len(buf):
-        length, kind = struct.unpack_from("=HH", buf, i)
-        if length < 4:
-            break
-        attrs[kind & 0x3FFF] = buf[i + 4:i + length]
-        i += (length + 3) & ~3
-    return attrs
-
-
-def tc_filters(ipr, ifindex):
-    """{'ingress'|'egress': {'prog_id', 'tag', 'name'}} of our filters on ifindex (netns of `ipr`)."""
-    found = {}
-    for direction, parent in TC_PARENTS.items():
-        try:
-            msgs = ipr.get_filters(index=ifindex, parent=parent)
-        except Exception as exc:  # no clsact qdisc yet: nothing of ours
-            if getattr(exc, "code", None) in (errno_mod.EINVAL, errno_mod.ENOENT):
-                continue
-            raise
-        for msg in msgs:
-            attrs = _tc_options(msg)
-            if msg["info"] >> 16 != TC_PRIO or _TCA_BPF_ID not in attrs:
-                continue
-            found[direction] = {"prog_id": struct.unpack("=I", attrs[_TCA_BPF_ID][:4])[0],
-                                "tag": attrs.get(_TCA_BPF_TAG, b"").hex(),
-                                "name": attrs.get(_TCA_BPF_NAME, b"").split(b"\0", 1)[0].decode()}
-    return found
-
-
-def tc_attach(ipr, ifindex, direction, prog_fd, name):
-    """Attach (or atomically replace) our direct-action filter on ifindex's clsact hook."""
-    try:
-        ipr.tc("add", "clsact", ifindex)
-    except Exception as exc:
-        if getattr(exc, "code", None) != errno_mod.EEXIST:
-            raise BpfError(getattr(exc, "code", errno_mod.EIO), f"adding a clsact qdisc on ifindex {ifindex}: {exc}") from None
-    try:
-        ipr.tc("replace-filter", "bpf", ifindex, handle=1, fd=prog_fd, name=name, parent=TC_PARENTS[direction],
-               classid=1, direct_action=True, prio=TC_PRIO)
-    except Exception as exc:
-        raise BpfError(getattr(exc, "code", errno_mod.EIO),
-                       f"attaching {name} as a tc {direction} filter on ifindex {ifindex}: {exc}") from None
-
-
-def tc_detach(ipr, ifindex, direction):
-    """Remove our filter (not the clsact qdisc: other filters may live there)."""
-    try:
-        ipr.tc("del-filter", "bpf", ifindex, handle=1, parent=TC_PARENTS[direction], prio=TC_PRIO)
-    except Exception as exc:
-        if getattr(exc, "code", None) not in (errno_mod.ENOENT, errno_mod.EINVAL, errno_mod.ENODEV):
-            raise BpfError(getattr(exc, "code", errno_mod.EIO),
-                           f"removing the tc {direction} filter on ifindex {ifindex}: {exc}") from None
-
-
-def tcx_available():
-    """tcx (Linux >= 6.6)? Asked the kernel: BPF_PROG_QUERY for tcx on lo answers EINVAL before 6.6."""
-    try:
-        prog_query(1, "tcx_ingress")
-    except BpfError as exc:
-        if exc.errno == errno_mod.EINVAL:
-            return False
-        raise
-    return True

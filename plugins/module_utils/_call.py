@@ -26,6 +26,9 @@ written on the phone's own devices (AF_PACKET forces the device and never routes
 
 The functions at the end (summary_line, failure_lines) turn results into the one line per
 phone that site.yml and call.yml print, and into a failure message that names the check.
+
+PRIVATE to the yogurt.phone collection (like community.crypto's module_utils): no public API,
+names may change in any release.
 """
 
 from __future__ import annotations
@@ -41,7 +44,9 @@ import struct
 import threading
 import time
 
-from ansible_collections.yogurt.phone.plugins.module_utils.netns import NetnsError, enter_netns
+from ansible_collections.yogurt.phone.plugins.module_utils import _bpf as bpf
+from ansible_collections.yogurt.phone.plugins.module_utils import _wire as wire
+from ansible_collections.yogurt.phone.plugins.module_utils._netns import NetnsError, enter_netns, in_netns
 
 ETH_P_ALL = 0x0003
 ETH_P_IP = 0x0800
@@ -68,9 +73,7 @@ DESTINATIONS = ("unicast", "broadcast", "multicast")
 
 
 def _in_netns(netns, factory):
-    if netns is None:
-        return factory()
-    with enter_netns(netns):
+    with in_netns(netns):
         return factory()
 
 
@@ -237,10 +240,6 @@ def read_refusals(phone_name):
     """
     if not phone_name:
         return None
-    try:
-        from ansible_collections.yogurt.phone.plugins.module_utils import bpf, wire
-    except ImportError:
-        return None
     fd = bpf.try_obj_get(f"{wire.phone_dir(phone_name)}/map_counters")
     if fd is None:
         return None
@@ -398,14 +397,8 @@ def inject_matrix(end, phone_name=None, frames=4, wait=0.25, refusal_timeout=0.2
     end: {netns, host_ifname, cont_ifname, addresses}. The caller is in the host namespace.
     """
     marker = marker or new_marker()
-    versions = sorted({ipaddress.ip_interface(a).version for a in end["addresses"]})
-    unicast = {}
-    for addr in end["addresses"]:
-        iface = ipaddress.ip_interface(addr)
-        if iface.ip.is_link_local:
-            continue
-        unicast.setdefault(iface.version, str(iface.ip))
-    versions = [v for v in versions if v in unicast]
+    unicast = _unicast_by_version(end["addresses"])
+    versions = sorted(unicast)
     hatype, cont_mac = _device_mac(end["netns"], end["cont_ifname"])
     l2 = hatype == ARPHRD_ETHER
     listeners = _Listeners(end["netns"], [end["cont_ifname"]], versions, packet_ifname=end["cont_ifname"])
@@ -413,43 +406,18 @@ def inject_matrix(end, phone_name=None, frames=4, wait=0.25, refusal_timeout=0.2
     checks = []
     try:
         for label, stype in SOCKET_TYPES:
-            sock = socket.socket(socket.AF_PACKET, stype, 0)
-            sock.bind((end["host_ifname"], 0))
-            sockets[label] = sock
+            sockets[label] = socket.socket(socket.AF_PACKET, stype, 0)
+            sockets[label].bind((end["host_ifname"], 0))
+        attempt = {"end": end, "end_index": end_index, "phone_name": phone_name, "frames": frames,
+                   "marker": marker, "refusal_timeout": refusal_timeout, "l2": l2}
         for version in versions:
-            proto = ETH_P_IP if version == 4 else ETH_P_IPV6
-            port = listeners.port(version)
-            targets = {
-                "unicast": (unicast[version], cont_mac if l2 else b""),
-                "broadcast": ("255.255.255.255" if version == 4 else MCAST_IP[6], BROADCAST_MAC if l2 else b""),
-                "multicast": (MCAST_IP[version], MCAST_MAC[version] if l2 else b""),
-            }
+            targets = _inject_targets(version, unicast[version], cont_mac if l2 else None)
             for label, _stype in SOCKET_TYPES:
-                sock = sockets[label]
                 for bypass in (0, 1):
-                    sock.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, bypass)
+                    sockets[label].setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, bypass)
                     for dest in DESTINATIONS:
-                        dst_ip, dst_mac = targets[dest]
-                        index = len(checks)
-                        packet = udp_packet(version, FORGED_IP[version], dst_ip, port, tagged(marker, index))
-                        if label == "raw":
-                            frame = ether(dst_mac, FORGED_MAC, proto, packet) if l2 else packet
-                            items = [(frame, (end["host_ifname"], proto))] * frames
-                        else:
-                            items = [(packet, (end["host_ifname"], proto, 0, 0, dst_mac))] * frames
-                        counts = {"sent": 0, "refused_at_send": {}}
-                        before = read_refusals(phone_name)
-                        _send_batch(sock, items, counts)
-                        need = counts["sent"] + sum(v for k, v in counts["refused_at_send"].items()
-                                                    if k in REFUSAL_ERRNOS)
-                        delta = _wait_refusals(phone_name, before, need, refusal_timeout)
-                        checks.append({
-                            "kind": "inject", "end": end_index, "device": end["host_ifname"], "netns": end["netns"],
-                            "cont_ifname": end["cont_ifname"], "family": f"IPv{version}", "socket": label,
-                            "bypass": bool(bypass), "dest": dest, "dst_ip": dst_ip, "port": port,
-                            "attempts": frames, "sent": counts["sent"], "refused_at_send": counts["refused_at_send"],
-                            "refused_delta": delta, "reached_udp": 0, "reached_packet": 0,
-                        })
+                        checks.append(_inject_once(attempt, sockets[label], label, bool(bypass), version,
+                                                   listeners.port(version), dest, targets[dest], len(checks)))
         time.sleep(wait)
         udp, packet = listeners.drain(marker)
         for index, check in enumerate(checks):
@@ -462,6 +430,51 @@ def inject_matrix(end, phone_name=None, frames=4, wait=0.25, refusal_timeout=0.2
     for check in checks:
         judge_inject(check, counted=phone_name is not None)
     return checks
+
+
+def _unicast_by_version(addresses):
+    """{IP version: the first non-link-local address of that version} of an end's addresses."""
+    unicast = {}
+    for addr in addresses:
+        iface = ipaddress.ip_interface(addr)
+        if not iface.ip.is_link_local:
+            unicast.setdefault(iface.version, str(iface.ip))
+    return unicast
+
+
+def _inject_targets(version, unicast_ip, cont_mac):
+    """{destination kind: (dst ip, dst mac)}; cont_mac None: the device has no link layer (netkit l3)."""
+    l2 = cont_mac is not None
+    return {
+        "unicast": (unicast_ip, cont_mac if l2 else b""),
+        "broadcast": ("255.255.255.255" if version == 4 else MCAST_IP[6], BROADCAST_MAC if l2 else b""),
+        "multicast": (MCAST_IP[version], MCAST_MAC[version] if l2 else b""),
+    }
+
+
+def _inject_once(attempt, sock, label, bypass, version, port, dest, target, index):
+    """Send one batch of forged frames of one kind; the check dict (reached_* filled in later)."""
+    end, frames, phone_name = attempt["end"], attempt["frames"], attempt["phone_name"]
+    dst_ip, dst_mac = target
+    proto = ETH_P_IP if version == 4 else ETH_P_IPV6
+    packet = udp_packet(version, FORGED_IP[version], dst_ip, port, tagged(attempt["marker"], index))
+    if label == "raw":
+        frame = ether(dst_mac, FORGED_MAC, proto, packet) if attempt["l2"] else packet
+        items = [(frame, (end["host_ifname"], proto))] * frames
+    else:
+        items = [(packet, (end["host_ifname"], proto, 0, 0, dst_mac))] * frames
+    counts = {"sent": 0, "refused_at_send": {}}
+    before = read_refusals(phone_name)
+    _send_batch(sock, items, counts)
+    need = counts["sent"] + sum(v for k, v in counts["refused_at_send"].items() if k in REFUSAL_ERRNOS)
+    delta = _wait_refusals(phone_name, before, need, attempt["refusal_timeout"])
+    return {
+        "kind": "inject", "end": attempt["end_index"], "device": end["host_ifname"], "netns": end["netns"],
+        "cont_ifname": end["cont_ifname"], "family": f"IPv{version}", "socket": label,
+        "bypass": bypass, "dest": dest, "dst_ip": dst_ip, "port": port,
+        "attempts": frames, "sent": counts["sent"], "refused_at_send": counts["refused_at_send"],
+        "refused_delta": delta, "reached_udp": 0, "reached_packet": 0,
+    }
 
 
 def judge_inject(check, counted=True):
@@ -556,51 +569,9 @@ def run_reverse(phone, ipr, frames=4, wait=0.25):
     checks = []
     try:
         for end_index, end in enumerate(ends):
-            end_versions = sorted({ipaddress.ip_interface(a).version for a in end["addresses"]})
-            hatype, _mac = _device_mac(end["netns"], end["cont_ifname"])
-            l2 = hatype == ARPHRD_ETHER
-            host_mac = _device_mac(None, end["host_ifname"])[1] if l2 else b""
-            sock = _in_netns(end["netns"], lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0))
-            try:
-                sock.bind((end["cont_ifname"], 0))
-                for version in end_versions:
-                    proto = ETH_P_IP if version == 4 else ETH_P_IPV6
-                    port = listeners.port(version)
-                    attempts = [("broadcast", "255.255.255.255" if version == 4 else MCAST_IP[6], BROADCAST_MAC),
-                                ("multicast", MCAST_IP[version], MCAST_MAC[version])]
-                    if view[version]:
-                        # A host address is delivered locally, never forwarded: safe to aim at.
-                        attempts.insert(0, ("unicast", view[version][0], host_mac))
-                    for dest, dst_ip, dst_mac in attempts:
-                        index = len(checks)
-                        packet = udp_packet(version, FORGED_IP[version], dst_ip, port, tagged(marker, index))
-                        frame = ether(dst_mac, FORGED_MAC, proto, packet) if l2 else packet
-                        counts = {"sent": 0, "refused_at_send": {}}
-                        _send_batch(sock, [(frame, (end["cont_ifname"], proto))] * frames, counts)
-                        checks.append({"kind": "reverse", "end": end_index, "device": end["cont_ifname"],
-                                       "netns": end["netns"], "family": f"IPv{version}", "dest": dest,
-                                       "dst_ip": dst_ip, "src_ip": FORGED_IP[version], "attempts": frames,
-                                       "sent": counts["sent"], "refused_at_send": counts["refused_at_send"],
-                                       "reached_udp": 0})
-                    # Claim a host-namespace-looking address (the host's gateway, else its own).
-                    if version == 4:
-                        claim = ether(BROADCAST_MAC, FORGED_MAC, ETH_P_ARP, garp_packet(claims[4], FORGED_MAC))
-                        dest = "gratuitous ARP"
-                    else:
-                        claim = ether(MCAST_MAC[6], FORGED_MAC, ETH_P_IPV6, unsolicited_na_packet(claims[6], FORGED_MAC))
-                        dest = "unsolicited NA"
-                    if not l2:
-                        claim = claim[14:]
-                    claim_proto = ETH_P_ARP if version == 4 else ETH_P_IPV6
-                    counts = {"sent": 0, "refused_at_send": {}}
-                    _send_batch(sock, [(claim, (end["cont_ifname"], claim_proto))] * frames, counts)
-                    checks.append({"kind": "reverse", "end": end_index, "device": end["cont_ifname"],
-                                   "netns": end["netns"], "family": f"IPv{version}", "dest": dest,
-                                   "dst_ip": claims[version], "src_ip": claims[version], "attempts": frames,
-                                   "sent": counts["sent"], "refused_at_send": counts["refused_at_send"],
-                                   "reached_udp": 0})
-            finally:
-                sock.close()
+            attempt = {"end": end, "end_index": end_index, "frames": frames, "marker": marker, "view": view,
+                       "claims": claims, "listeners": listeners}
+            _reverse_end(attempt, checks)
         time.sleep(wait)
         udp, _packet = listeners.drain(marker)
         for index, check in enumerate(checks):
@@ -609,14 +580,76 @@ def run_reverse(phone, ipr, frames=4, wait=0.25):
         listeners.close()
     after = neighbours(ipr, ifindexes, ips, {forged_mac})
     for check in checks:
-        check["ok"] = check["reached_udp"] == 0
-        check["check"] = (f"reverse end {check['end']} {check['device']} {check['family']} {check['dest']} "
-                          f"{check['dst_ip']} (source {check['src_ip']})")
-        base = f"{check['attempts']} frames, {check['sent']} sent; reached a UDP socket of the host {check['reached_udp']}"
-        check["detail"] = base if check["ok"] else f"{check['reached_udp']} of {check['attempts']} frames reached a " \
-                                                   f"UDP socket of the host namespace ({base})"
+        _judge_reverse(check)
     checks.append(neighbour_check(before, after))
     return checks
+
+
+def _reverse_end(attempt, checks):
+    """From one yogurt's device: forged UDP to the host and a claim of a host address, per IP version."""
+    end = attempt["end"]
+    hatype, _mac = _device_mac(end["netns"], end["cont_ifname"])
+    attempt["l2"] = hatype == ARPHRD_ETHER
+    attempt["host_mac"] = _device_mac(None, end["host_ifname"])[1] if attempt["l2"] else b""
+    sock = _in_netns(end["netns"], lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0))
+    try:
+        sock.bind((end["cont_ifname"], 0))
+        for version in sorted({ipaddress.ip_interface(a).version for a in end["addresses"]}):
+            _reverse_udp(attempt, sock, version, checks)
+            _reverse_claim(attempt, sock, version, checks)
+    finally:
+        sock.close()
+
+
+def _reverse_check(attempt, version, dest, dst_ip, src_ip, counts):
+    end = attempt["end"]
+    return {"kind": "reverse", "end": attempt["end_index"], "device": end["cont_ifname"],
+            "netns": end["netns"], "family": f"IPv{version}", "dest": dest,
+            "dst_ip": dst_ip, "src_ip": src_ip, "attempts": attempt["frames"],
+            "sent": counts["sent"], "refused_at_send": counts["refused_at_send"], "reached_udp": 0}
+
+
+def _reverse_udp(attempt, sock, version, checks):
+    end, view = attempt["end"], attempt["view"]
+    proto = ETH_P_IP if version == 4 else ETH_P_IPV6
+    port = attempt["listeners"].port(version)
+    targets = [("broadcast", "255.255.255.255" if version == 4 else MCAST_IP[6], BROADCAST_MAC),
+               ("multicast", MCAST_IP[version], MCAST_MAC[version])]
+    if view[version]:
+        # A host address is delivered locally, never forwarded: safe to aim at.
+        targets.insert(0, ("unicast", view[version][0], attempt["host_mac"]))
+    for dest, dst_ip, dst_mac in targets:
+        packet = udp_packet(version, FORGED_IP[version], dst_ip, port, tagged(attempt["marker"], len(checks)))
+        frame = ether(dst_mac, FORGED_MAC, proto, packet) if attempt["l2"] else packet
+        counts = {"sent": 0, "refused_at_send": {}}
+        _send_batch(sock, [(frame, (end["cont_ifname"], proto))] * attempt["frames"], counts)
+        checks.append(_reverse_check(attempt, version, dest, dst_ip, FORGED_IP[version], counts))
+
+
+def _reverse_claim(attempt, sock, version, checks):
+    """Claim a host-namespace-looking address (the host's gateway, else its own)."""
+    claimed = attempt["claims"][version]
+    if version == 4:
+        claim = ether(BROADCAST_MAC, FORGED_MAC, ETH_P_ARP, garp_packet(claimed, FORGED_MAC))
+        dest = "gratuitous ARP"
+    else:
+        claim = ether(MCAST_MAC[6], FORGED_MAC, ETH_P_IPV6, unsolicited_na_packet(claimed, FORGED_MAC))
+        dest = "unsolicited NA"
+    if not attempt["l2"]:
+        claim = claim[14:]
+    claim_proto = ETH_P_ARP if version == 4 else ETH_P_IPV6
+    counts = {"sent": 0, "refused_at_send": {}}
+    _send_batch(sock, [(claim, (attempt["end"]["cont_ifname"], claim_proto))] * attempt["frames"], counts)
+    checks.append(_reverse_check(attempt, version, dest, claimed, claimed, counts))
+
+
+def _judge_reverse(check):
+    check["ok"] = check["reached_udp"] == 0
+    check["check"] = (f"reverse end {check['end']} {check['device']} {check['family']} {check['dest']} "
+                      f"{check['dst_ip']} (source {check['src_ip']})")
+    base = f"{check['attempts']} frames, {check['sent']} sent; reached a UDP socket of the host {check['reached_udp']}"
+    check["detail"] = base if check["ok"] else f"{check['reached_udp']} of {check['attempts']} frames reached a " \
+                                               f"UDP socket of the host namespace ({base})"
 
 
 def neighbour_check(before, after):
