@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Copyright: Contributors to the yogurt.phone collection */
 /* What both wire programs share: the two maps (pinned per phone under
- * /sys/fs/bpf/yogurt/<phone>/, filled and read by plugins/module_utils/wire.py)
+ * /sys/fs/bpf/yogurt/<phone>/, filled and read by plugins/module_utils/_wire.py)
  * and the counter slots. Only struct __sk_buff (and xdp_md) are used, so no kernel
  * headers are needed: <linux/bpf.h> (uapi) and libbpf's bpf_helpers.h suffice. */
 #include <linux/bpf.h>
@@ -20,7 +20,7 @@ struct {
 	__type(value, struct wire);
 } wires SEC(".maps");
 
-/* Counter slots; keep in step with COUNTERS in plugins/module_utils/wire.py. */
+/* Counter slots; keep in step with COUNTERS in plugins/module_utils/_wire.py. */
 enum {
 	C_FWD_PKTS = 0,		/* + 2 * direction */
 	C_FWD_BYTES = 1,	/* + 2 * direction */
