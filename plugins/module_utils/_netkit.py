@@ -118,7 +118,7 @@ def no_netkit_message(release=None):
 # ---------------------------------------------------------------------------------------
 
 if HAS_PYROUTE2:
-    class NetkitPeerInfo(ifinfbase, nla):
+    class NetkitPeerInfo(ifinfbase, nla):  # pylint: disable=duplicate-bases  # both are None to pylint where pyroute2 is missing
         """IFLA_NETKIT_PEER_INFO: a whole ifinfomsg (header fields + IFLA_* attributes)."""
 
     class NetkitData(nla):
