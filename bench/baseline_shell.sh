@@ -58,8 +58,9 @@ build() {
     # shellcheck disable=SC2046
     bpftool map update pinned "$dir/wires" key $(le32 "$ib") value $(le32 "$ia") 1 0 0 0
     for side in a b; do
-        nsenter --net="/run/netns/$prefix-$i-$side" bpftool net attach tcx_ingress pinned "$dir/guard_in" dev "${prefix}c$i$side"
-        bpftool net attach tcx_egress pinned "$dir/wire_out" dev "${prefix}h$i$side"
+        # as the module: the native XDP guard on the yogurt side (inside its namespace), wire_in
+        # at tcx ingress of the host side (the object has no guard_in or wire_out since 1.0.0)
+        nsenter --net="/run/netns/$prefix-$i-$side" bpftool net attach xdpdrv pinned "$dir/guard_xdp" dev "${prefix}c$i$side"
         bpftool net attach tcx_ingress pinned "$dir/wire_in" dev "${prefix}h$i$side"
     done
 }
