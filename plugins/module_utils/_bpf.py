@@ -46,6 +46,8 @@ _BPF_PROG_QUERY = 16
 _BPF_PROG_GET_FD_BY_ID = 13
 _BPF_PROG_LOAD = 5
 _BPF_LINK_DETACH = 34
+_BPF_ENABLE_STATS = 32
+_BPF_STATS_RUN_TIME = 0
 _SYS_BPF = {"x86_64": 321, "aarch64": 280, "riscv64": 280, "ppc64le": 361, "s390x": 351, "armv7l": 386}
 
 
@@ -263,6 +265,25 @@ def link_info(fd):
     kind = LINK_TYPES.get(ltype, str(ltype))
     return {"id": lid, "type": kind, "prog_id": prog_id, "ifindex": ifindex,
             "attach_type": "xdp" if kind == "xdp" else ATTACH_NAMES.get(attach, str(attach))}
+
+
+def prog_run_stats(prog_id):
+    """{'run_cnt', 'run_time_ns'} of a program by id (they move only while stats are enabled)."""
+    fd = prog_fd_by_id(prog_id)
+    try:
+        raw = _obj_info(fd, 256, f"reading run stats of program id {prog_id}")
+    finally:
+        os.close(fd)
+    run_time_ns, run_cnt = struct.unpack_from("=QQ", raw, 192)
+    return {"run_cnt": run_cnt, "run_time_ns": run_time_ns}
+
+
+def enable_stats():
+    """BPF_ENABLE_STATS (run time and count of every program) while the returned fd is open."""
+    attr = ctypes.create_string_buffer(8)
+    struct.pack_into("=I", attr, 0, _BPF_STATS_RUN_TIME)
+    return _sys_bpf(_BPF_ENABLE_STATS, attr, "enabling BPF run statistics",
+                    "needs root (CAP_SYS_ADMIN) and Linux >= 5.8")
 
 
 def map_info(fd):
