@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import platform
-import subprocess
+import re
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 FORMAT_FILES = ("/sys/kernel/tracing/events/skb/kfree_skb/format",
@@ -35,16 +35,26 @@ def headers_dir(release=None):
     return None
 
 
-def bcc_version(python=SYSTEM_PYTHON):
-    """bcc's version under the system Python, or None."""
+BCC_DIRS = ("/usr/lib/python3/dist-packages/bcc", "/usr/local/lib/python3/dist-packages/bcc")
+
+
+def bcc_version(python=SYSTEM_PYTHON, dirs=BCC_DIRS):
+    """bcc's version where the system Python imports it from (python3-bpfcc), or None.
+
+    Read from the package's files, not by starting that Python: a module runs no subprocess
+    but through run_command, and nothing here needs bcc to import yet."""
     if not os.path.exists(python):
         return None
-    try:
-        proc = subprocess.run([python, "-c", "import bcc; print(getattr(bcc, '__version__', '?'))"],
-                              capture_output=True, text=True, timeout=30, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return proc.stdout.strip() if proc.returncode == 0 else None
+    for path in dirs:
+        if not os.path.exists(os.path.join(path, "__init__.py")):
+            continue
+        try:
+            with open(os.path.join(path, "version.py"), encoding="utf-8") as fh:
+                match = re.search(r"__version__\s*=\s*['\"]([^'\"]+)", fh.read())
+        except OSError:
+            match = None
+        return match.group(1) if match else "?"
+    return None
 
 
 def availability(release=None):
