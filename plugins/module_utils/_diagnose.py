@@ -411,7 +411,8 @@ def text_of(result):
         lines.append(f"  end {hook['end']} {hook['program']} ({hook['attach']} on {hook['ifname']}): "
                      f"{'live' if hook['live'] else 'NOT LIVE'}")
     for name, flow in result["traffic"].items():
-        lines.append(f"  {name}: yogurt sent {flow['sent']}, wire forwarded {flow['forwarded']}")
+        sent = "? (no device)" if flow["sent"] is None else flow["sent"]
+        lines.append(f"  {name}: yogurt sent {sent}, wire forwarded {flow['forwarded']}")
     runs = result["window"].get("runs", {})
     if runs:
         lines.append("  program runs: " + ", ".join(f"{k} {v}" for k, v in sorted(runs.items())))
