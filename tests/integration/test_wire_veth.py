@@ -20,19 +20,22 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 PIN_ROOT = pathlib.Path("/sys/fs/bpf/yogurt")
 MARKER = 0x79677274  # WIRE_MARK in bpf/wire.h
 
+# Counts datagrams on UDP port argv[1] until stdin closes: the count window is the sender's
+# whole run however long it takes to start (a fixed silence timeout ended before a slow sender
+# began, under load, and read 0 for the positive control).
 LISTEN = r"""
-import socket, sys
+import select, socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind(("0.0.0.0", int(sys.argv[1])))
-s.settimeout(float(sys.argv[2]))
 print("ready", flush=True)
 n = 0
-try:
-    while True:
+while True:
+    ready = select.select([s, sys.stdin], [], [])[0]
+    if s in ready:
         s.recv(100)
         n += 1
-except socket.timeout:
-    pass
+    elif sys.stdin in ready:
+        break
 print(n, flush=True)
 """
 
@@ -141,13 +144,16 @@ class Phone:
     def received_in_yogurt(self, i, send, port=5555):
         """Run send() while a UDP listener in yogurt i counts what reaches it."""
         listener = subprocess.Popen(["nsenter", f"--net=/run/netns/{self.yogurts[i]}", "--", "python3", "-c",
-                                     LISTEN, str(port), "1.0"], stdout=subprocess.PIPE, text=True)
+                                     LISTEN, str(port)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         try:
             assert listener.stdout.readline().strip() == "ready"
             send()
-            return int(listener.stdout.readline())
+            time.sleep(0.2)  # let the stack finish with the last datagram
+            out = listener.communicate(input="", timeout=10)[0]
+            return int(out)
         finally:
-            listener.wait(timeout=10)
+            if listener.poll() is None:
+                listener.kill()
 
 
 @pytest.fixture
