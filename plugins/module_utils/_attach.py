@@ -57,8 +57,8 @@ def tc_filters(ipr, ifindex):
     for direction, parent in TC_PARENTS.items():
         try:
             msgs = ipr.get_filters(index=ifindex, parent=parent)
-        except Exception as exc:  # no clsact qdisc yet: nothing of ours
-            if getattr(exc, "code", None) in (errno_mod.EINVAL, errno_mod.ENOENT):
+        except Exception as exc:  # no clsact qdisc yet, or no device any more: nothing of ours
+            if getattr(exc, "code", None) in (errno_mod.EINVAL, errno_mod.ENOENT, errno_mod.ENODEV):
                 continue
             raise
         for msg in msgs:

@@ -25,6 +25,8 @@ import os
 import platform
 import struct
 
+from ansible_collections.yogurt.phone.plugins.module_utils import _rcu as rcu
+
 BPFFS = "/sys/fs/bpf"
 
 # enum bpf_attach_type values, stable kernel ABI.
@@ -374,6 +376,7 @@ def link_create(prog_fd, ifindex, attach_type):
     if attach_type == "xdp":
         # struct bpf_link_create_opts {size_t sz; __u32 flags; ...}: libbpf reads no further than sz.
         opts = ctypes.create_string_buffer(struct.pack("=QI4x", 16, XDP_FLAGS_DRV_MODE), 16)
+    rcu.before_grace_period()  # tcx and netkit attaches wait for one (synchronize_rcu under RTNL)
     ret = lib().bpf_link_create(prog_fd, ifindex, ATTACH_TYPES[attach_type], opts)
     if ret < 0:
         err = _errno_of(ret)
@@ -390,6 +393,7 @@ def link_detach(link_fd):
     """
     attr = ctypes.create_string_buffer(8)
     struct.pack_into("=I", attr, 0, link_fd)
+    rcu.before_grace_period()
     try:
         _sys_bpf(_BPF_LINK_DETACH, attr, "detaching a link")
     except BpfError as exc:

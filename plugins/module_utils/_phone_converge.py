@@ -20,8 +20,10 @@ import contextlib
 import fcntl
 import json
 import os
+import socket
+import time
 
-from ansible_collections.yogurt.phone.plugins.module_utils import _wire as wire
+from ansible_collections.yogurt.phone.plugins.module_utils import _rcu as rcu, _wire as wire
 from ansible_collections.yogurt.phone.plugins.module_utils._diff import DifferenceTracker
 from ansible_collections.yogurt.phone.plugins.module_utils._netlink import (
     delete_route,
@@ -45,6 +47,7 @@ from ansible_collections.yogurt.phone.plugins.module_utils._veth import converge
 RUN_DIR = "/run/yogurt"
 RECORD_DIR = os.path.join(RUN_DIR, "phones")
 LOCK_PATH = os.path.join(RUN_DIR, "lock")
+DEVICE_WAIT = 3.0  # seconds without progress before a host side still there is deleted by hand
 
 
 class PhoneError(Exception):
@@ -181,7 +184,6 @@ class HostConverger:
     def run(self):
         plans = self.plan_backends()
         results = []
-        tracker = DifferenceTracker()
         ipr = open_ipr()
         try:
             host_devices = read_namespace(ipr)
@@ -192,14 +194,14 @@ class HostConverger:
             records = {n: r for n, r in all_records.items() if r.get("host_netns") == here}
             self.owned = {e["host_ifname"] for r in records.values() for e in r.get("ends", [])}
             listed = {p["name"] for p in self.phones}
+            removals = []  # (name, ends), done together after the present phones
             for phone in self.phones:
                 if phone["state"] == "present":
-                    res = self._present(ipr, host_devices, live_netns, phone, *plans[phone["name"]])
+                    results.append(self._present(ipr, host_devices, live_netns, phone, *plans[phone["name"]]))
                 else:
-                    res = self._absent(ipr, host_devices, live_netns, phone["name"], phone["ends"] or
-                                       records.get(phone["name"], {}).get("ends", []))
-                results.append(res)
-                tracker.add(phone["name"], res.pop("_before"), res.pop("_after"))
+                    results.append(None)
+                    removals.append((len(results) - 1, phone["name"], phone["ends"] or
+                                     records.get(phone["name"], {}).get("ends", [])))
             if self.exclusive:
                 # Ours: recorded in this namespace, or pinned with no record at all (orphans)
                 # whose links sit in this namespace or that hold no link at all. A phone wired
@@ -207,13 +209,17 @@ class HostConverger:
                 orphans = {name for name in set(wire.list_phones()) - set(all_records) if _orphan_is_ours(name)}
                 unlisted = set(records) | orphans
                 for name in sorted(unlisted - listed):
-                    res = self._absent(ipr, host_devices, live_netns, name, records.get(name, {}).get("ends", []))
-                    results.append(res)
-                    tracker.add(name, res.pop("_before"), res.pop("_after"))
+                    results.append(None)
+                    removals.append((len(results) - 1, name, records.get(name, {}).get("ends", [])))
+            for index, res in self._remove_phones(ipr, host_devices, live_netns, removals):
+                results[index] = res
         finally:
             ipr.close()
         if self.exclusive and not self.check_mode and not any(p["state"] == "present" for p in self.phones):
             tidy_run_dir()
+        tracker = DifferenceTracker()
+        for phone in results:
+            tracker.add(phone["name"], phone.pop("_before"), phone.pop("_after"))
         return {
             "changed": any(r["changed"] for r in results),
             "phones": results,
@@ -326,34 +332,59 @@ class HostConverger:
                 "host_index": res["netkit"].get("host_ifindex"), "cont_index": res["netkit"].get("peer_ifindex"),
                 "warnings": res.get("warnings", [])}
 
-    def _absent(self, ipr, host_devices, live_netns, name, ends):
-        actions = []
-        wire_ends = [{"host_ifname": e["host_ifname"], "cont_netns": e["netns"], "cont_ifname": e["cont_ifname"]}
-                     for e in ends if netns_exists(e["netns"])]
-        wire_res = self._step(f"phone '{name}'", "removing its wire", wire.remove_wire, name, self.check_mode,
-                              wire_ends or None)
-        actions.extend(wire_res.get("actions", []))
-        before_ends = []
-        for end in ends:
-            present = end["host_ifname"] in host_devices
-            before_ends.append({"netns": end["netns"] if end["netns"] in live_netns else None,
-                                "host_ifname": end["host_ifname"] if present else None})
-            actions.extend(self._step(f"phone '{name}'", f"removing {end['host_ifname']}", remove_pair,
-                                      ipr, host_devices, end["host_ifname"], self.check_mode))
-            host_devices.pop(end["host_ifname"], None)
-            if end["netns"] in live_netns or netns_exists(end["netns"]):
-                actions.append(f"removed namespace {end['netns']}")
-                if not self.check_mode:
-                    self._step(f"phone '{name}'", f"removing namespace {end['netns']}", delete_netns, end["netns"])
-                live_netns.discard(end["netns"])
+    def _remove_phones(self, ipr, host_devices, live_netns, removals):
+        """Remove phones the way the kernel removes them fastest, then check that nothing is left.
+
+        Their namespaces go first, all of them: the kernel deletes the devices inside in one
+        batch (one cleanup_net for many namespaces), the host sides of their pairs with them,
+        and the programs' links on those devices go defunct on the way. Unpinning a defunct
+        link waits for nothing, where detaching a live one waits for an RCU grace period
+        under RTNL (five per phone). Namespace cleanup is asynchronous, so the host sides are
+        waited for; one whose namespace some process still holds (a shell inside it) is
+        deleted by hand after DEVICE_WAIT seconds without progress. Yields (index, result).
+        """
+        if not removals:
+            return
+        jobs = []
+        for index, name, ends in removals:
+            before_ends = [{"netns": e["netns"] if e["netns"] in live_netns else None,
+                            "host_ifname": e["host_ifname"] if e["host_ifname"] in host_devices else None}
+                           for e in ends]
+            jobs.append((index, name, ends, before_ends, []))
+        waiting, by_hand = {}, {}  # host_ifname -> phone: goes with its namespace / to delete here
+        for _index, name, ends, _before, actions in jobs:
+            for end in ends:
+                netns, host_ifname = end["netns"], end["host_ifname"]
+                deleted = False
+                if netns in live_netns or netns_exists(netns):
+                    actions.append(f"removed namespace {netns}")
+                    if not self.check_mode:
+                        rcu.before_grace_period()
+                        self._step(f"phone '{name}'", f"removing namespace {netns}", delete_netns, netns)
+                    live_netns.discard(netns)
+                    deleted = True
+                if host_ifname in host_devices:
+                    actions.append(f"removed {host_ifname} and its peer")
+                    (waiting if deleted else by_hand)[host_ifname] = name
         if not self.check_mode:
-            delete_record(name)
-        existed = bool(actions)
-        return {
-            "name": name, "state": "absent", "changed": bool(actions), "actions": actions,
-            "_before": {"state": "present" if existed else "absent", "ends": before_ends},
-            "_after": {"state": "absent"},
-        }
+            # what a namespace took along, unless a process holds that namespace: then by hand too
+            by_hand.update((ifname, waiting[ifname]) for ifname in _wait_gone(waiting))
+            for host_ifname, name in sorted(by_hand.items()):
+                rcu.before_grace_period()
+                self._step(f"phone '{name}'", f"removing {host_ifname}", remove_pair,
+                           ipr, host_devices, host_ifname, False)
+        for host_ifname in list(waiting) + list(by_hand):
+            host_devices.pop(host_ifname, None)
+        for index, name, ends, before_ends, actions in jobs:
+            wire_res = self._step(f"phone '{name}'", "removing its wire", wire.remove_wire, name, self.check_mode)
+            actions.extend(wire_res.get("actions", []))
+            if not self.check_mode:
+                delete_record(name)
+            yield index, {
+                "name": name, "state": "absent", "changed": bool(actions), "actions": actions,
+                "_before": {"state": "present" if actions else "absent", "ends": before_ends},
+                "_after": {"state": "absent"},
+            }
 
     @staticmethod
     def _step(where, what, func, *args):
@@ -379,6 +410,33 @@ def _present_result(name, backend, reason, actions, converged, wire_res):
         "_before": {"backend": ends_before[0].get("kind"), "ends": ends_before, "wire": wire_res.get("before")},
         "_after": {"backend": backend, "ends": ends_after, "wire": wire_res.get("after")},
     }
+
+
+def _wait_gone(devices, stall=None):
+    """Wait until no device in `devices` (names, in this namespace) exists; returns those left.
+
+    Gives up on what is left once DEVICE_WAIT seconds pass without one more device going.
+    """
+    stall = DEVICE_WAIT if stall is None else stall
+    left = set(devices)
+    deadline = time.monotonic() + stall
+    delay = 0.001
+    while left:
+        gone = set()
+        for name in left:
+            try:
+                socket.if_nametoindex(name)
+            except OSError:
+                gone.add(name)
+        if gone:
+            left -= gone
+            deadline = time.monotonic() + stall
+            continue
+        if time.monotonic() > deadline:
+            break
+        time.sleep(delay)
+        delay = min(delay * 2, 0.02)
+    return sorted(left)
 
 
 def wire_state_absent():

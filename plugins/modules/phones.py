@@ -54,6 +54,24 @@ options:
         C(/sys/fs/bpf/yogurt)). Teardown uses this with an empty list.
     type: bool
     default: false
+  expedite_rcu:
+    description:
+      - Turn C(/sys/kernel/rcu_expedited) on for the span of the run's link attaches and
+        releases, and restore the value found when the span ends, on every exit path.
+      - Each tcx or netkit link attach, and each release or deletion of a device with
+        programs attached, waits for a full RCU grace period while holding RTNL; expedited
+        grace periods end in microseconds, which makes a converge or teardown of many
+        phones several times faster (measured in C(bench/RESULTS.md)).
+      - The price is system-wide, for the span only: the kernel interrupts every CPU (IPIs)
+        to end each grace period. Set V(false) on real-time or latency-critical hosts.
+      - Nothing is written when no link is attached or released (a run that changes
+        nothing), when the value is already 1 (left as found), or when the kernel was booted
+        with C(rcu_normal=1), which overrides it.
+      - A run killed meanwhile leaves a record in C(/run/yogurt); the next run restores the
+        value from it first. The host lock keeps two runs from restoring each other's value.
+    type: bool
+    default: true
+    version_added: 1.1.0
 attributes:
   check_mode:
     support: full
@@ -280,6 +298,14 @@ phones:
           returned: not in check mode
           sample: {"wires": [{"ifindex": 7, "target": 9, "direction": 0}],
                    "counters": {"forwarded_packets_0to1": 5, "refused": 0}}
+rcu_expedited:
+  description:
+    - Whether expedited RCU grace periods were used for this run (see O(expedite_rcu)), and why.
+    - C(healed) appears when a killed run had left the value changed and this run restored it.
+  returned: always
+  type: dict
+  version_added: 1.1.0
+  sample: {"requested": true, "used": true, "reason": "on for the span of the link work, then restored to 0"}
 kernel:
   description:
     - What the kernel probes found, by trying each on throwaway objects; the same facts as
@@ -296,6 +322,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.yogurt.phone.plugins.module_utils._phone_converge import HostConverger, PhoneError, host_lock
 from ansible_collections.yogurt.phone.plugins.module_utils._phone_model import PhoneInputError, normalize_phones
 from ansible_collections.yogurt.phone.plugins.module_utils._probes import probe_kernel
+from ansible_collections.yogurt.phone.plugins.module_utils._rcu import expedited_span
 from ansible_collections.yogurt.phone.plugins.module_utils._pyroute2_dep import assert_required_pyroute2
 
 
@@ -307,6 +334,7 @@ def main():
             netkit_object=dict(type="path"),
             host_addresses=dict(type="str", default="remove", choices=["remove", "report"]),
             exclusive=dict(type="bool", default=False),
+            expedite_rcu=dict(type="bool", default=True),
         ),
         supports_check_mode=True,
     )
@@ -323,7 +351,11 @@ def main():
             converger = HostConverger(phones, facts, objects, check_mode=module.check_mode,
                                       host_addresses=module.params["host_addresses"],
                                       exclusive=module.params["exclusive"])
-            result = converger.run()
+            # Opened after the probes, which attach on a scratch namespace: only the run's own
+            # link work turns expedited grace periods on. Check mode attaches nothing.
+            with expedited_span(module.params["expedite_rcu"], module.check_mode) as span:
+                result = converger.run()
+            result["rcu_expedited"] = span.report()
     except PhoneError as exc:
         module.fail_json(msg=str(exc))
     for text in result.pop("warnings"):

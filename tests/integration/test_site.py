@@ -167,7 +167,7 @@ def test_host_side_address_is_reported_and_removed(sandbox, tmp_path):
     assert report.returncode == 0 and "must carry no address" in report.stdout + report.stderr
     assert "10.42.0.77" in sandbox.ip("-br", "addr", "show", "dev", dev).stdout
     fix = run(sandbox, tmp_path, phones)
-    assert fix.returncode == 0 and recap(fix.stdout)["changed"] == 1
+    assert fix.returncode == 0 and recap(fix.stdout)["changed"] == 1, fix.stdout[-2500:]
     assert "10.42.0.77" not in sandbox.ip("-br", "addr", "show", "dev", dev).stdout
 
 
