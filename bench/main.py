@@ -24,7 +24,7 @@ MODES = {
     # rounds: interleaved datapath rounds; iperf_t/omit: iperf3 -t/-O; rr_t: seconds per RR/CRR run;
     # check_tx: transactions for the hard checks; counts: phones per provisioning step
     "quick": {"rounds": 2, "iperf_t": 1, "omit": 1, "rr_t": 1, "check_tx": 2000, "counts": [1, 10]},
-    "full": {"rounds": 5, "iperf_t": 5, "omit": 2, "rr_t": 3, "check_tx": 10000, "counts": [1, 10, 50, 200]},
+    "full": {"rounds": 5, "iperf_t": 5, "omit": 2, "rr_t": 3, "check_tx": 10000, "counts": [1, 10, 50, 200, 1000]},
 }
 
 

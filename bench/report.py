@@ -65,14 +65,30 @@ def targets(data):
         ref = rows.get(50) or pv["rows"][-1]
         n = ref["count"]
         note = "" if n == 50 else f" (measured at {n} phones, target scaled)"
-        out.append((f"50 phones converge <= {tg['converge_50_s']:.0f} s of module time{note}",
-                    f"{ref['module_converge_s']:.2f} s", ref["module_converge_s"] <= tg["converge_50_s"] * n / 50))
-        out.append((f"no-op re-run <= {tg['noop_50_s']:.0f} s ({n} phones)", f"{ref['module_noop_s']:.2f} s",
-                    ref["module_noop_s"] <= tg["noop_50_s"]))
-        for row in pv["rows"]:
-            out.append((f"converge no slower than the shell baseline ({row['count']} phones)",
-                        f"module {row['module_converge_s']:.2f} s, shell {row['shell_converge_s']:.2f} s",
-                        row["module_converge_s"] <= row["shell_converge_s"]))
+        mt = lambda row, step: row.get(f"module_time_{step}_s", row[f"module_{step}_s"])  # noqa: E731
+        how = "expedited RCU" if ref.get("rcu_expedited_used") else "normal RCU"
+        out.append((f"50 phones converge <= {tg['converge_50_s']:.1f} s of module time{note}",
+                    f"{mt(ref, 'converge'):.2f} s ({how})", mt(ref, "converge") <= tg["converge_50_s"] * n / 50))
+        if "converge_vs_shell_50" in tg:
+            out.append((f"50 phones converge >= {tg['converge_vs_shell_50']:.0f}x faster than the shell baseline "
+                        f"under the same RCU setting{note}",
+                        f"module {mt(ref, 'converge'):.2f} s, shell {ref['shell_converge_s']:.2f} s ({how}): "
+                        f"{ref['shell_converge_s'] / max(mt(ref, 'converge'), 1e-6):.1f}x",
+                        ref["shell_converge_s"] >= tg["converge_vs_shell_50"] * mt(ref, "converge")))
+        for big, key in ((200, "converge_200_s"), (1000, "converge_1000_s")):
+            if key in tg:
+                row = rows.get(big)
+                out.append((f"{big} phones converge <= {tg[key]:.0f} s of module time",
+                            f"{mt(row, 'converge'):.2f} s" if row else "not measured (run with --counts ...," f"{big})",
+                            bool(row) and mt(row, "converge") <= tg[key]))
+        if "teardown_vs_shell" in tg:
+            out.append((f"teardown within {tg['teardown_vs_shell']:.0f}x the shell baseline ({n} phones), nothing left",
+                        f"module {mt(ref, 'teardown'):.2f} s, shell {ref['shell_teardown_s']:.2f} s; "
+                        f"{ref.get('module_teardown_left', '?')} host sides left",
+                        mt(ref, "teardown") <= tg["teardown_vs_shell"] * ref["shell_teardown_s"]
+                        and ref.get("module_teardown_left") == 0))
+        out.append((f"no-op re-run <= {tg['noop_50_s']} s of module time ({n} phones)", f"{mt(ref, 'noop'):.2f} s",
+                    mt(ref, "noop") <= tg["noop_50_s"]))
         slope = pv.get("slope_kb_per_phone", {}).get("module")
         per = slope if slope is not None else ref["module_kb"] / n
         how = "slope between the smallest and largest count" if slope is not None else f"delta / {n}"
@@ -111,8 +127,10 @@ def write_csv(path, data):
         pv = data.get("provision")
         if pv:
             for row in pv["rows"]:
-                for how in ("module", "ansible", "shell"):
+                for how in ("module", "module_time", "module_normal", "ansible", "shell", "shell_normal"):
                     for step in ("converge", "noop", "teardown"):
+                        if f"{how}_{step}_s" not in row:
+                            continue
                         out.writerow(["provision", how, f"{step}_s", row["count"], f"{row[f'{how}_{step}_s']:.3f}",
                                       "s", "", "", row["load1"], f"{row['steal_pct']:.2f}"])
                 for how in ("module", "shell"):
@@ -147,11 +165,14 @@ def plot(path, data):
     if pv:
         ax = axes.pop(0)
         counts = [r["count"] for r in pv["rows"]]
-        for how, marker, color in (("module", "o", "C0"), ("ansible", "s", "C1"), ("shell", "^", "C2")):
-            ax.plot(counts, [r[f"{how}_converge_s"] for r in pv["rows"]], marker=marker, color=color,
-                    label=f"{how} converge")
-            ax.plot(counts, [r[f"{how}_noop_s"] for r in pv["rows"]], marker=marker, color=color, linestyle=":",
-                    alpha=0.7, label=f"{how} no-op")
+        for how, marker, color in (("module", "o", "C0"), ("module_normal", "o", "C3"), ("ansible", "s", "C1"),
+                                   ("shell", "^", "C2"), ("shell_normal", "^", "C4")):
+            for step, style in (("converge", "-"), ("noop", ":"), ("teardown", "--")):
+                pts = [(r["count"], r[f"{how}_{step}_s"]) for r in pv["rows"] if f"{how}_{step}_s" in r]
+                if pts:
+                    ax.plot([c for c, _v in pts], [v for _c, v in pts], marker=marker, color=color, linestyle=style,
+                            alpha=1.0 if step == "converge" else 0.7,
+                            label=f"{how.replace('_normal', ', normal RCU')} {step}")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("phones on one host")
@@ -201,19 +222,27 @@ def markdown(data):
     pv = data.get("provision")
     if pv:
         lines += ["**Provisioning** (veth backend, host = a sandbox namespace; module = the phones module run "
-                  "directly, ansible = `ansible localhost -m yogurt.phone.phones`, shell = bench/baseline_shell.sh; "
-                  "seconds; kernel memory = growth of Slab+KernelStack+PageTables+Percpu+VmallocUsed):", "",
-                  "| phones | module converge | no-op | teardown | ansible converge | no-op | teardown | "
-                  "shell converge | no-op | teardown | kB/phone module | kB/phone shell |",
-                  "| --- |" + " --- |" * 11]
+                  "directly, with expedite_rcu on (its default) and off; ansible = `ansible localhost -m "
+                  "yogurt.phone.phones`; shell = bench/baseline_shell.sh under the module's RCU setting, and with "
+                  "normal grace periods; seconds of wall time, start-up included; kernel memory = growth of "
+                  "Slab+KernelStack+PageTables+Percpu+VmallocUsed):", "",
+                  "| phones | module converge | no-op | teardown | module, normal RCU: converge | teardown | "
+                  "ansible converge | no-op | teardown | shell converge | no-op | teardown | "
+                  "shell, normal RCU: converge | teardown | kB/phone module | kB/phone shell |",
+                  "| --- |" + " --- |" * 15]
+        f = lambda r, k: f"{r[k]:.2f}" if k in r else "-"  # noqa: E731
         for r in pv["rows"]:
             lines.append(
-                f"| {r['count']} | {r['module_converge_s']:.2f} | {r['module_noop_s']:.2f} | "
-                f"{r['module_teardown_s']:.2f} | {r['ansible_converge_s']:.2f} | {r['ansible_noop_s']:.2f} | "
-                f"{r['ansible_teardown_s']:.2f} | {r['shell_converge_s']:.2f} | {r['shell_noop_s']:.2f} | "
-                f"{r['shell_teardown_s']:.2f} | {r['module_kb'] / r['count']:.0f} | {r['shell_kb'] / r['count']:.0f} |")
-        lines += ["", "Of the module time, starting Python and importing the module (no work) takes "
-                  + ", ".join(f"{r['module_startup_s']:.2f} s" for r in pv["rows"][:1]) + "."]
+                f"| {r['count']} | {f(r, 'module_converge_s')} | {f(r, 'module_noop_s')} | "
+                f"{f(r, 'module_teardown_s')} | {f(r, 'module_normal_converge_s')} | {f(r, 'module_normal_teardown_s')} | "
+                f"{f(r, 'ansible_converge_s')} | {f(r, 'ansible_noop_s')} | "
+                f"{f(r, 'ansible_teardown_s')} | {f(r, 'shell_converge_s')} | {f(r, 'shell_noop_s')} | "
+                f"{f(r, 'shell_teardown_s')} | {f(r, 'shell_normal_converge_s')} | {f(r, 'shell_normal_teardown_s')} | "
+                f"{r['module_kb'] / r['count']:.0f} | {r['shell_kb'] / r['count']:.0f} |")
+        lines += ["", "Of the module's wall time, starting Python and importing the module (no work) takes "
+                  + ", ".join(f"{r['module_startup_s']:.2f} s" for r in pv["rows"][:1])
+                  + "; module time (the targets) is wall time minus that. Load average during the converges: "
+                  + ", ".join(f"{r['count']}: {r.get('load1', 0):.1f}" for r in pv["rows"]) + "."]
         if "slope_kb_per_phone" in pv:
             s = pv["slope_kb_per_phone"]
             lines += ["", f"Kernel memory per phone from the slope between {pv['rows'][0]['count']} and "

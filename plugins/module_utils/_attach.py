@@ -20,7 +20,7 @@ import errno as errno_mod
 import struct
 
 from ansible_collections.yogurt.phone.plugins.module_utils._bpf import BpfError, prog_query
-from ansible_collections.yogurt.phone.plugins.module_utils._netlink import ipr_in
+from ansible_collections.yogurt.phone.plugins.module_utils._netlink import read_link_raw
 from ansible_collections.yogurt.phone.plugins.module_utils._netns import in_netns
 
 XDP_NATIVE_MODES = (1, 4)  # IFLA_XDP_ATTACHED: native (driver) alone, or among several
@@ -98,31 +98,17 @@ def tc_detach(ipr, ifindex, direction):
 
 # ---------------------------------------------------------------- XDP
 
-def xdp_query(ipr, ifindex):
-    """{'mode', 'drv_prog_id', 'skb_prog_id'} of ifindex's XDP (netns of `ipr`); None if no such device.
+def xdp_query(ifindex, netns=None):
+    """{'mode', 'drv_prog_id', 'skb_prog_id'} of ifindex's XDP in `netns`; None if no such device.
 
     mode: 0 none, 1 native (driver), 2 generic (skb), 3 offload, 4 several. BPF_PROG_QUERY
     does not answer for XDP; this is IFLA_XDP over netlink, as `ip link show` reads it.
     """
     try:
-        msg = ipr.link("get", index=ifindex)[0]
-    except Exception as exc:
-        if getattr(exc, "code", None) == errno_mod.ENODEV:
-            return None
-        raise BpfError(getattr(exc, "code", errno_mod.EIO), f"reading XDP state of ifindex {ifindex}: {exc}") from None
-    xdp = msg.get_attr("IFLA_XDP")
-    if xdp is None:
-        return {"mode": 0, "drv_prog_id": 0, "skb_prog_id": 0}
-    mode = xdp.get_attr("IFLA_XDP_ATTACHED") or 0
-    if isinstance(mode, str):  # pyroute2 names the modes
-        mode = {"xdp": 1, "xdpgeneric": 2, "xdpoffload": 3, "xdpmulti": 4}.get(mode, 0)
-    drv = xdp.get_attr("IFLA_XDP_DRV_PROG_ID") or 0
-    skb = xdp.get_attr("IFLA_XDP_SKB_PROG_ID") or 0
-    if mode == 1 and not drv:  # one program: the kernel reports only IFLA_XDP_PROG_ID
-        drv = xdp.get_attr("IFLA_XDP_PROG_ID") or 0
-    if mode == 2 and not skb:
-        skb = xdp.get_attr("IFLA_XDP_PROG_ID") or 0
-    return {"mode": mode, "drv_prog_id": drv, "skb_prog_id": skb}
+        dev = read_link_raw(ifindex, netns)
+    except OSError as exc:
+        raise BpfError(exc.errno or errno_mod.EIO, f"reading XDP state of ifindex {ifindex}: {exc}") from None
+    return dev["xdp"] if dev else None
 
 
 # ---------------------------------------------------------------- where links sit
@@ -137,8 +123,7 @@ def link_attached(link, ifindex, attach_type, netns=None):
     if attach_type == "xdp":
         if link.get("type") != "xdp" or link.get("ifindex") != ifindex:
             return False
-        with ipr_in(netns) as ipr:
-            xdp = xdp_query(ipr, ifindex)
+        xdp = xdp_query(ifindex, netns)
         return bool(xdp and xdp["mode"] in XDP_NATIVE_MODES and xdp["drv_prog_id"] == link.get("prog_id"))
     try:
         with in_netns(netns):

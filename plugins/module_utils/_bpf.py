@@ -170,13 +170,21 @@ def _ret(ret, what, hint=None):
 
 # ---------------------------------------------------------------- bpffs
 
+_mounted = set()  # bpffs mounts seen by this process: a module run does not unmount them
+
+
 def bpffs_mounted(path=BPFFS):
+    """Is a bpffs mounted at `path`? (/proc/self/mountinfo; with 2000 namespaces of 1000
+    phones that file has 2000 lines more, so a yes is remembered for the process.)"""
+    if path in _mounted:
+        return True
     try:
         with open("/proc/self/mountinfo", encoding="utf-8") as fh:
             for line in fh:
                 fields = line.split()
                 sep = fields.index("-")
                 if fields[4] == path and fields[sep + 1] == "bpf":
+                    _mounted.add(path)
                     return True
     except OSError:
         pass

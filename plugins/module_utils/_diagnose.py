@@ -115,7 +115,7 @@ def _hook_state(info, links, ends_state, i, hook):
 def read_state(phone):
     """State of one normalized phone: ends, backend, hooks, wires map."""
     with ipr_in() as host_ipr:
-        routes = routes_by_device(host_ipr)
+        routes = routes_by_device()
         ends = [read_end(end, host_ipr, routes) for end in phone["ends"]]
     info = wire.read_wire(phone["name"])
     kinds = {e["host"].get("kind") for e in ends} & set(wire.HOOKS)

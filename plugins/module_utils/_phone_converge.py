@@ -29,7 +29,7 @@ from ansible_collections.yogurt.phone.plugins.module_utils._netlink import (
     delete_route,
     disable_ipv6,
     ipv6_disabled,
-    open_ipr,
+    LazyIPR,
     read_namespace,
     routes_by_device,
 )
@@ -184,10 +184,10 @@ class HostConverger:
     def run(self):
         plans = self.plan_backends()
         results = []
-        ipr = open_ipr()
+        ipr = LazyIPR()
         try:
-            host_devices = read_namespace(ipr)
-            self.host_routes = routes_by_device(ipr)
+            host_devices = read_namespace()
+            self.host_routes = routes_by_device()
             live_netns = set(list_netns())
             all_records = read_records()
             here = host_netns_id()

@@ -21,7 +21,7 @@ from ansible_collections.yogurt.phone.plugins.module_utils._netlink import (
     delete_link,
     disable_ipv6_autoconf,
     managed_addresses,
-    open_ipr,
+    LazyIPR,
     read_device,
     read_namespace,
     set_addresses,
@@ -45,9 +45,9 @@ def converge_pair(spec, check_mode, host_devices, ipr, owned=False):
     owned: the host-side device, if it exists, was made by this collection and may be replaced.
     """
     host = host_devices.get(spec["host_ifname"])
-    cont_ipr = open_ipr(spec["netns"]) if not check_mode or netns_exists(spec["netns"]) else None
+    cont_ipr = LazyIPR(spec["netns"]) if not check_mode or netns_exists(spec["netns"]) else None
     try:
-        cont = (read_namespace(cont_ipr) if cont_ipr else {}).get(spec["cont_ifname"])
+        cont = (read_namespace(spec["netns"]) if cont_ipr else {}).get(spec["cont_ifname"])
         before, after = _views(spec, host, cont)
         actions, warnings = [], []
         if not _is_pair(host, cont):
