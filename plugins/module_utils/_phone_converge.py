@@ -40,6 +40,7 @@ from ansible_collections.yogurt.phone.plugins.module_utils._netns import (
     list_netns,
     loopback_is_up,
     netns_exists,
+    netns_path,
     set_loopback,
 )
 from ansible_collections.yogurt.phone.plugins.module_utils._veth import converge_pair, remove_pair
@@ -47,7 +48,10 @@ from ansible_collections.yogurt.phone.plugins.module_utils._veth import converge
 RUN_DIR = "/run/yogurt"
 RECORD_DIR = os.path.join(RUN_DIR, "phones")
 LOCK_PATH = os.path.join(RUN_DIR, "lock")
-DEVICE_WAIT = 3.0  # seconds without progress before a host side still there is deleted by hand
+# Seconds without one more host side gone before those left are deleted by hand. The kernel
+# cleans up namespaces in batches and a batch's devices go at its end: 400 namespaces under
+# normal RCU took several seconds with none gone (measured), so this is no small number.
+DEVICE_WAIT = 60.0
 
 
 class PhoneError(Exception):
@@ -356,6 +360,11 @@ class HostConverger:
             for end in ends:
                 netns, host_ifname = end["netns"], end["host_ifname"]
                 deleted = False
+                if (netns in live_netns or netns_exists(netns)) and not self.check_mode and _held(netns):
+                    # A process lives in it (a shell inside the yogurt): the namespace outlives its
+                    # mount, and its devices with it. The host side goes by hand, taking its peer.
+                    if host_ifname in host_devices:
+                        by_hand[host_ifname] = name
                 if netns in live_netns or netns_exists(netns):
                     actions.append(f"removed namespace {netns}")
                     if not self.check_mode:
@@ -365,7 +374,8 @@ class HostConverger:
                     deleted = True
                 if host_ifname in host_devices:
                     actions.append(f"removed {host_ifname} and its peer")
-                    (waiting if deleted else by_hand)[host_ifname] = name
+                    if host_ifname not in by_hand:
+                        (waiting if deleted else by_hand)[host_ifname] = name
         if not self.check_mode:
             # what a namespace took along, unless a process holds that namespace: then by hand too
             by_hand.update((ifname, waiting[ifname]) for ifname in _wait_gone(waiting))
@@ -410,6 +420,23 @@ def _present_result(name, backend, reason, actions, converged, wire_res):
         "_before": {"backend": ends_before[0].get("kind"), "ends": ends_before, "wire": wire_res.get("before")},
         "_after": {"backend": backend, "ends": ends_after, "wire": wire_res.get("after")},
     }
+
+
+def _held(netns):
+    """Does a process live in network namespace `netns`? (Its mount is not its only reference.)"""
+    try:
+        wanted = os.stat(netns_path(netns))
+    except OSError:
+        return False
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                st = os.stat(f"/proc/{pid}/ns/net")
+            except OSError:
+                continue
+            if st.st_ino == wanted.st_ino and st.st_dev == wanted.st_dev:
+                return True
+    return False
 
 
 def _wait_gone(devices, stall=None):

@@ -150,7 +150,11 @@ def remove_pair(ipr, host_devices, host_ifname, check_mode):
     if host_ifname not in host_devices:
         return []
     if not check_mode:
-        delete_link(ipr, host_ifname)
+        try:
+            delete_link(ipr, host_ifname)
+        except LinkError as exc:
+            if "No such device" not in str(exc):  # gone meanwhile (with its namespace): what we want
+                raise
     return [f"removed {host_ifname} and its peer"]
 
 

@@ -149,3 +149,23 @@ def test_sigterm_mid_converge_restores(runner, prefix):
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=60)
     assert knob() == "0" and not RECORD.exists()
+
+
+def test_teardown_with_a_process_inside_a_yogurt(runner, prefix, sandbox):
+    """A shell inside a yogurt keeps its namespace alive after the mount goes: the teardown
+    deletes that phone's host side by hand instead of waiting for the kernel, and leaves nothing."""
+    spec = phones(prefix, 3)
+    runner.run({"phones": spec})
+    holder = subprocess.Popen(["nsenter", f"--net=/run/netns/{spec[1]['ends'][0]['netns']}", "--", "sleep", "600"])
+    try:
+        time.sleep(0.2)
+        started = time.monotonic()
+        res, _seen = runner.run({"phones": [], "exclusive": True})
+        took = time.monotonic() - started
+        assert res["changed"] and took < 30, (took, res)
+        links = sandbox.command(["ip", "-o", "link", "show"]).stdout
+        assert prefix not in links, links
+        assert not pathlib.Path("/run/yogurt").exists()
+    finally:
+        holder.kill()
+        holder.wait()
