@@ -179,7 +179,9 @@ def test_node_exporter_shows_each_phones_counters_and_they_move_with_a_call(sand
         assert moved["0to1"] >= 5 and moved["1to0"] >= 5, (moved, text2)
         assert now[("yogurt_phone_forwarded_bytes_total", "0to1")] - mine[("yogurt_phone_forwarded_bytes_total", "0to1")] >= 5 * 84
         assert after[("yogurt_phone_scrape_timestamp_seconds", frozenset())] > stamp
-        print("".join(line + "\n" for line in text2.splitlines() if line.startswith(("yogurt_phone_", "node_textfile_scrape"))))
+        print(f"before the call: {mine}\nmoved by the call: {moved}")
+        print("".join(line + "\n" for line in text2.splitlines()
+                      if "yogurt_phone_" in line or line.startswith("node_textfile_scrape")))
     finally:
         exporter.stop()
 
