@@ -124,8 +124,8 @@ def series(samples, phone):
 PACKETS = "yogurt_phone_forwarded_packets_total"
 
 
-def test_node_exporter_shows_each_phones_counters_and_they_move_with_a_call(sandbox, prefix, objects, tmp_path,
-                                                                           node_exporter):
+def test_node_exporter_shows_each_phones_counters_and_they_move_with_a_call(
+        sandbox, prefix, objects, tmp_path, node_exporter):
     live = Phone(sandbox, prefix, objects["base"])
     live.wire()
     # A phone whose wire was removed (state absent): no series at all.
