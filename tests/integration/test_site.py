@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 
 import pytest
@@ -239,3 +240,44 @@ def test_host_side_route_is_reported_and_removed(sandbox, tmp_path):
     assert fix.returncode == 0 and recap(fix.stdout)["changed"] == 1, fix.stdout[-3000:]
     assert dev not in sandbox.ip("route", "show", "table", "all").stdout
     assert recap(run(sandbox, tmp_path, phones).stdout)["changed"] == 0
+
+
+def test_metrics_timer_and_script_are_installed_idempotent_and_torn_down(sandbox, tmp_path):
+    """yogurt_phone_metrics: true renders the units (systemd is not PID 1 here: not started)."""
+    phones = [phone(sandbox.prefix, 0)]
+    textdir = tmp_path / "textfile"
+    opts = {"yogurt_phone_metrics": True, "yogurt_phone_metrics_dir": str(textdir),
+            "yogurt_phone_metrics_interval": "30s"}
+    units = ["/etc/systemd/system/yogurt-phone-metrics.service", "/etc/systemd/system/yogurt-phone-metrics.timer"]
+    script = "/usr/local/lib/yogurt-phone/phone-metrics"
+    dry = run(sandbox, tmp_path, phones, args=("--tags", "phones", "--check"), **opts)
+    assert dry.returncode == 0, dry.stdout[-4000:]
+    assert not any(os.path.exists(p) for p in units + [script, str(textdir)])  # check mode writes nothing
+
+    res = run(sandbox, tmp_path, phones, **opts)
+    assert res.returncode == 0, res.stdout[-4000:]
+    assert os.stat(script).st_mode & 0o777 == 0o755
+    with open(units[0], encoding="utf-8") as unit:
+        exec_start = next(line for line in unit if line.startswith("ExecStart=")).split("=", 1)[1].split()
+    assert exec_start[1:] == [script, "--pin-root", PINS, str(textdir)]
+    with open(units[1], encoding="utf-8") as unit:
+        timer = unit.read()
+    assert "OnUnitActiveSec=30s" in timer and "WantedBy=timers.target" in timer
+    if shutil.which("systemd-analyze"):  # systemd's own parser: the units load (no PID 1 needed)
+        verify = subprocess.run(["systemd-analyze", "verify", "--man=no"] + units, capture_output=True, text=True,
+                                check=False)
+        assert verify.returncode == 0 and verify.stderr == "", verify.stderr
+    assert recap(run(sandbox, tmp_path, phones, **opts).stdout)["changed"] == 0
+    dry = run(sandbox, tmp_path, phones, args=("--tags", "phones", "--check"), **opts)
+    assert recap(dry.stdout)["changed"] == 0, dry.stdout[-4000:]
+
+    ran = sandbox.command(exec_start)  # what the timer would run
+    assert ran.returncode == 0, ran.stderr
+    prom = (textdir / "yogurt_phone.prom").read_text()
+    assert f'yogurt_phone_up{{phone="{sandbox.prefix}-p0"}} 1' in prom, prom
+    assert f'yogurt_phone_forwarded_packets_total{{phone="{sandbox.prefix}-p0",direction="0to1"}}' in prom, prom
+
+    down = run(sandbox, tmp_path, phones, playbook="playbooks/teardown.yml", args=(), **opts)
+    assert down.returncode == 0, down.stdout[-3000:]
+    assert not any(os.path.exists(p) for p in units + [script, str(textdir / "yogurt_phone.prom")])
+    assert our_netns(sandbox.prefix) == [] and our_pins(sandbox.prefix) == []
