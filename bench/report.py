@@ -65,7 +65,10 @@ def targets(data):
         ref = rows.get(50) or pv["rows"][-1]
         n = ref["count"]
         note = "" if n == 50 else f" (measured at {n} phones, target scaled)"
-        mt = lambda row, step: row.get(f"module_time_{step}_s", row[f"module_{step}_s"])  # noqa: E731
+
+        def mt(row, step):
+            return row.get(f"module_time_{step}_s", row[f"module_{step}_s"])
+
         how = "expedited RCU" if ref.get("rcu_expedited_used") else "normal RCU"
         out.append((f"50 phones converge <= {tg['converge_50_s']:.1f} s of module time{note}",
                     f"{mt(ref, 'converge'):.2f} s ({how})", mt(ref, "converge") <= tg["converge_50_s"] * n / 50))
@@ -230,7 +233,10 @@ def markdown(data):
                   "ansible converge | no-op | teardown | shell converge | no-op | teardown | "
                   "shell, normal RCU: converge | teardown | kB/phone module | kB/phone shell |",
                   "| --- |" + " --- |" * 15]
-        f = lambda r, k: f"{r[k]:.2f}" if k in r else "-"  # noqa: E731
+
+        def f(r, k):
+            return f"{r[k]:.2f}" if k in r else "-"
+
         for r in pv["rows"]:
             lines.append(
                 f"| {r['count']} | {f(r, 'module_converge_s')} | {f(r, 'module_noop_s')} | "

@@ -62,7 +62,7 @@ options:
         programs attached, waits for a full RCU grace period while holding RTNL; expedited
         grace periods end in microseconds, which makes a converge or teardown of many
         phones several times faster (measured in C(bench/RESULTS.md)).
-      - The price is system-wide, for the span only: the kernel interrupts every CPU (IPIs)
+      - The price is system-wide, for the span only, as the kernel interrupts every CPU (IPIs)
         to end each grace period. Set V(false) on real-time or latency-critical hosts.
       - Nothing is written when no link is attached or released (a run that changes
         nothing), when the value is already 1 (left as found), or when the kernel was booted
