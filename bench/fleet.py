@@ -107,13 +107,15 @@ def _seconds(text):
     return int(minutes) * 60 + float(secs)
 
 
-def playbook(inventory, forks, timing_path):
+def playbook(inventory, forks, timing_path, strategy=None):
     """One `ansible-playbook site.yml --tags phones -f forks`: (wall s, tree CPU s, stdout, recap)."""
     env = dict(os.environ, ANSIBLE_CONFIG=str(common.ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
                ANSIBLE_DEPRECATION_WARNINGS="0", ANSIBLE_LOCALHOST_WARNING="0",
                ANSIBLE_CALLBACK_PLUGINS=str(common.BENCH / "callback_plugins"),
                ANSIBLE_CALLBACKS_ENABLED="yogurt_fleet_timing", YOGURT_FLEET_TIMING=str(timing_path),
                PATH=f"{common.ROOT / '.venv' / 'bin'}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}")
+    if strategy:
+        env["ANSIBLE_STRATEGY"] = strategy
     argv = [str(common.ROOT / ".venv" / "bin" / "ansible-playbook"), "-i", str(inventory), "-f", str(forks),
             "site.yml", "--tags", "phones"]
     out_path = timing_path.with_suffix(".out")
@@ -148,10 +150,10 @@ def _tasks(timing_path):
     return rows
 
 
-def one_run(step, count, inventory, hosts, workdir):
+def one_run(step, count, inventory, hosts, workdir, strategy=None):
     load_before = os.getloadavg()
     timing = workdir / f"timing-{step}-{count}.json"
-    wall, cpu, text, recap = playbook(inventory, count, timing)
+    wall, cpu, text, recap = playbook(inventory, count, timing, strategy)
     modules = _module_log(hosts)
     missing = sorted(set(h["name"] for h in hosts) - set(recap))
     if missing or any(r["failed"] or r["unreachable"] for r in recap.values()):
@@ -162,6 +164,10 @@ def one_run(step, count, inventory, hosts, workdir):
             "controller_cpu_s": cpu - module_cpu,
             "module_wall_per_host_s": statistics.median(sum(w for w, _c, _rc in runs) for runs in modules.values()),
             "modules_per_host": statistics.median(per_host_modules),
+            # per module process, in the order the host ran them: median wall and CPU seconds over hosts
+            "module_runs": [{"wall_s": statistics.median(runs[i][0] for runs in modules.values() if len(runs) > i),
+                             "cpu_s": statistics.median(runs[i][1] for runs in modules.values() if len(runs) > i)}
+                            for i in range(max(per_host_modules, default=0))],
             "changed_hosts": sum(1 for r in recap.values() if r["changed"]),
             "changed_total": sum(r["changed"] for r in recap.values()),
             "calls_passed": text.count("injection refused"),
@@ -173,16 +179,16 @@ def _phone_netns(pid):
     return sorted(line.split()[0] for line in out.splitlines() if line.strip())
 
 
-def one_count(count, workdir, log):
+def one_count(count, workdir, log, strategy=None):
     hosts_dir = workdir / f"fleet-{count}"
     hosts_dir.mkdir(exist_ok=True)
     inventory, hosts = make_hosts(count, hosts_dir)
     row = {"hosts": count}
-    row["converge"] = one_run("converge", count, inventory, hosts, hosts_dir)
+    row["converge"] = one_run("converge", count, inventory, hosts, hosts_dir, strategy)
     if row["converge"]["changed_hosts"] != count or row["converge"]["calls_passed"] < count:
         raise RuntimeError(f"fleet converge: {row['converge']['changed_hosts']} of {count} hosts changed, "
                            f"{row['converge']['calls_passed']} calls passed")
-    row["noop"] = one_run("noop", count, inventory, hosts, hosts_dir)
+    row["noop"] = one_run("noop", count, inventory, hosts, hosts_dir, strategy)
     if row["noop"]["changed_total"] != 0:
         raise RuntimeError(f"fleet re-run changed {row['noop']['changed_total']} tasks (want 0)")
     # Every host has its own phone, and this machine's own namespace list shows none of them.
@@ -216,5 +222,5 @@ def run_fleet(cfg, workdir, log):
     rows = []
     for count in cfg["hosts"]:
         with common.scope():
-            rows.append(one_count(count, workdir, log))
-    return {"rows": rows, "targets": TARGETS, "cpus": os.cpu_count()}
+            rows.append(one_count(count, workdir, log, cfg.get("strategy")))
+    return {"rows": rows, "targets": TARGETS, "cpus": os.cpu_count(), "strategy": cfg.get("strategy") or "linear"}

@@ -58,6 +58,8 @@ def main():
     parser.add_argument("--rounds", type=int, help="datapath rounds (default 5, quick 2)")
     parser.add_argument("--counts", help="phones per provisioning step, comma-separated (default 1,10,50,200)")
     parser.add_argument("--hosts", help="simulated hosts per fleet step, comma-separated (default 1,10,50)")
+    parser.add_argument("--strategy", help="fleet: run ansible-playbook with this strategy (ANSIBLE_STRATEGY; "
+                        "default: the playbook's, linear)")
     parser.add_argument("--out", help="results directory (default bench/results/<timestamp>)")
     parser.add_argument("--publish", action="store_true",
                         help="also write the committed summary bench/RESULTS.md and bench/plot.png")
@@ -73,6 +75,7 @@ def main():
         cfg["counts"] = [int(x) for x in args.counts.split(",")]
     if args.hosts:
         cfg["hosts"] = [int(x) for x in args.hosts.split(",")]
+    cfg["strategy"] = args.strategy
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     outdir = pathlib.Path(args.out) if args.out else common.BENCH / "results" / stamp
     outdir.mkdir(parents=True, exist_ok=True)

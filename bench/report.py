@@ -233,8 +233,8 @@ def plot_fleet(path, data):
 def fleet_markdown(fl):
     lines = ["**Fleet** (simulated hosts: each its own network and mount namespace with its own /run and bpffs, "
              "reached through a local connection whose interpreter enters it; the role's default phone on each; "
-             "`ansible-playbook -f N site.yml --tags phones`, the call included; seconds; load = 1-minute load "
-             "average before the run):", "",
+             f"`ansible-playbook -f N site.yml --tags phones`, strategy {fl.get('strategy', 'linear')}, the call "
+             "included; seconds; load = 1-minute load average before the run):", "",
              "| hosts | converge | s/host | load | no-op re-run | s/host | load | module processes/host | "
              "CPU controller / modules (converge) | CPU controller / modules (no-op) |",
              "| --- |" + " --- |" * 9]
@@ -249,7 +249,8 @@ def fleet_markdown(fl):
         run = ref[step]
         lines += ["", f"Where the time goes, {ref['hosts']} hosts, {step} (median seconds per host from the worker's "
                   f"start to its result; span = from the task's start to the next task's; module wall per host "
-                  f"{run['module_wall_per_host_s']:.2f} s):", "",
+                  f"{run['module_wall_per_host_s']:.2f} s; module processes in order, median wall / CPU s: "
+                  + ", ".join(f"{m['wall_s']:.2f} / {m['cpu_s']:.2f}" for m in run["module_runs"]) + "):", "",
                   "| task | action | hosts run | s/host | span s |", "| --- | --- | --- | --- | --- |"]
         for task in run["tasks"]:
             lines.append(f"| {task['name']} | {task['action']} | {task['ran']}/{task['hosts']} | "
