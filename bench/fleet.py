@@ -218,9 +218,34 @@ def teardown(hosts):
     return time.monotonic() - start
 
 
+def module_floor(workdir, runs=3):
+    """CPU and wall seconds of one module process that does nothing (ansible.builtin.ping) in a
+    simulated host, through the same wrapper: ansible-core's own cost per module process
+    (AnsiballZ: interpreter start, its payload's module_utils compiled from the zip, JSON),
+    which every module of the role pays before any of its own work. Medians of `runs`."""
+    floor_dir = workdir / "fleet-floor"
+    floor_dir.mkdir(exist_ok=True)
+    inventory, hosts = make_hosts(1, floor_dir)
+    env = dict(os.environ, ANSIBLE_CONFIG=str(common.ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_DEPRECATION_WARNINGS="0")
+    for _attempt in range(runs):
+        common.run([str(common.ROOT / ".venv" / "bin" / "ansible"), "-i", str(inventory), hosts[0]["name"], "-m",
+                    "ansible.builtin.ping"], env=env, cwd=str(common.ROOT))
+    measured = _module_log(hosts)[hosts[0]["name"]]
+    teardown(hosts)
+    shutil.rmtree(floor_dir, ignore_errors=True)
+    return {"cpu_s": statistics.median(c for _w, c, _rc in measured),
+            "wall_s": statistics.median(w for w, _c, _rc in measured), "runs": len(measured)}
+
+
 def run_fleet(cfg, workdir, log):
+    with common.scope():
+        floor = module_floor(workdir)
+    log(f"fleet: one module process that does nothing (ansible.builtin.ping) in a simulated host: "
+        f"{floor['cpu_s']:.2f} s CPU, {floor['wall_s']:.2f} s wall (median of {floor['runs']})")
     rows = []
     for count in cfg["hosts"]:
         with common.scope():
             rows.append(one_count(count, workdir, log, cfg.get("strategy")))
-    return {"rows": rows, "targets": TARGETS, "cpus": os.cpu_count(), "strategy": cfg.get("strategy") or "linear"}
+    return {"rows": rows, "targets": TARGETS, "cpus": os.cpu_count(), "strategy": cfg.get("strategy") or "linear",
+            "module_floor": floor}

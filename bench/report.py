@@ -245,6 +245,15 @@ def fleet_markdown(fl):
                      f"{c['modules_per_host']:.0f} | {c['controller_cpu_s']:.1f} / {c['module_cpu_s']:.1f} s | "
                      f"{o['controller_cpu_s']:.1f} / {o['module_cpu_s']:.1f} s |")
     ref = fl["rows"][-1]
+    floor = fl.get("module_floor")
+    if floor:
+        c = ref["converge"]
+        lines += ["", f"One module process that does nothing (`ansible.builtin.ping`, same wrapper, same host "
+                  f"kind) costs {floor['cpu_s']:.2f} s CPU ({floor['wall_s']:.2f} s wall): ansible-core's own "
+                  f"price per module process. {ref['hosts']} hosts x {c['modules_per_host']:.0f} module processes "
+                  f"x {floor['cpu_s']:.2f} s = {ref['hosts'] * c['modules_per_host'] * floor['cpu_s']:.0f} s CPU of "
+                  f"the converge's {c['module_cpu_s']:.0f} s module CPU; on {fl['cpus']} CPUs that alone is "
+                  f"{ref['hosts'] * c['modules_per_host'] * floor['cpu_s'] / fl['cpus']:.1f} s of wall time."]
     for step in ("converge", "noop"):
         run = ref[step]
         lines += ["", f"Where the time goes, {ref['hosts']} hosts, {step} (median seconds per host from the worker's "
