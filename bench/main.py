@@ -17,23 +17,49 @@ import time
 
 import common
 import datapath
+import fleet
 import provision
 import report
 
 MODES = {
     # rounds: interleaved datapath rounds; iperf_t/omit: iperf3 -t/-O; rr_t: seconds per RR/CRR run;
     # check_tx: transactions for the hard checks; counts: phones per provisioning step
-    "quick": {"rounds": 2, "iperf_t": 1, "omit": 1, "rr_t": 1, "check_tx": 2000, "counts": [1, 10]},
-    "full": {"rounds": 5, "iperf_t": 5, "omit": 2, "rr_t": 3, "check_tx": 10000, "counts": [1, 10, 50, 200, 1000]},
+    "quick": {"rounds": 2, "iperf_t": 1, "omit": 1, "rr_t": 1, "check_tx": 2000, "counts": [1, 10],
+              "hosts": [1, 10]},
+    "full": {"rounds": 5, "iperf_t": 5, "omit": 2, "rr_t": 3, "check_tx": 10000, "counts": [1, 10, 50, 200, 1000],
+             "hosts": [1, 10, 50]},
 }
+
+
+FLEET_BEGIN, FLEET_END = "<!-- fleet: bench/run --only fleet --publish -->", "<!-- fleet end -->"
+
+
+def publish_fleet(outdir, stamp, data):
+    """Replace (or add) the fleet section of bench/RESULTS.md, leaving the other sections as they are."""
+    body = "\n".join(report.fleet_markdown(data["fleet"]) + ["| target | measured | result |", "| --- | --- | --- |"]
+                     + [f"| {n} | {m} | {'pass' if ok else 'FALLS SHORT'} |" for n, m, ok in report.fleet_targets(data)])
+    section = (f"{FLEET_BEGIN}\n## Fleet (run {stamp}, `bench/run --only fleet`, {data['duration_s']:.0f} s)\n\n"
+               f"![fleet](plot-fleet.png)\n\n{body}\n{FLEET_END}")
+    path = common.BENCH / "RESULTS.md"
+    text = path.read_text()
+    if FLEET_BEGIN in text:
+        head, rest = text.split(FLEET_BEGIN, 1)
+        text = head + section + rest.split(FLEET_END, 1)[1]
+    else:
+        first, rest = text.split("\n## ", 1)
+        text = f"{first}\n{section}\n\n## {rest}"
+    path.write_text(text)
 
 
 def main():
     parser = argparse.ArgumentParser(prog="bench/run", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="few short rounds and 1/10 phones: checks that it works")
-    parser.add_argument("--only", choices=["datapath", "provision"], help="run one part only")
+    parser.add_argument("--only", choices=["datapath", "provision", "fleet"], help="run one part only")
     parser.add_argument("--rounds", type=int, help="datapath rounds (default 5, quick 2)")
     parser.add_argument("--counts", help="phones per provisioning step, comma-separated (default 1,10,50,200)")
+    parser.add_argument("--hosts", help="simulated hosts per fleet step, comma-separated (default 1,10,50)")
+    parser.add_argument("--strategy", help="fleet: run ansible-playbook with this strategy (ANSIBLE_STRATEGY; "
+                        "default: the playbook's, linear)")
     parser.add_argument("--out", help="results directory (default bench/results/<timestamp>)")
     parser.add_argument("--publish", action="store_true",
                         help="also write the committed summary bench/RESULTS.md and bench/plot.png")
@@ -47,6 +73,9 @@ def main():
         cfg["rounds"] = args.rounds
     if args.counts:
         cfg["counts"] = [int(x) for x in args.counts.split(",")]
+    if args.hosts:
+        cfg["hosts"] = [int(x) for x in args.hosts.split(",")]
+    cfg["strategy"] = args.strategy
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     outdir = pathlib.Path(args.out) if args.out else common.BENCH / "results" / stamp
     outdir.mkdir(parents=True, exist_ok=True)
@@ -72,16 +101,23 @@ def main():
     if args.only in (None, "provision"):
         with common.scope():
             data["provision"] = provision.run_provision(cfg, workdir, objects, log)
+    if args.only in (None, "fleet"):
+        with common.scope():
+            data["fleet"] = fleet.run_fleet(cfg, workdir, log)
     data["duration_s"] = time.monotonic() - started
     lines = report.write(outdir, data)
     (common.BENCH / "results").mkdir(exist_ok=True)
     shutil.copy(outdir / "latest.md", common.BENCH / "results" / "latest.md")
-    if args.publish:
+    if args.publish and args.only == "fleet":
+        publish_fleet(outdir, stamp, data)
+    elif args.publish:
         text = (outdir / "latest.md").read_text()
         (common.BENCH / "RESULTS.md").write_text(
             "# Benchmark results\n\nWritten by `bench/run --publish` (see bench/README.md); the plot is "
             "[plot.png](plot.png).\n\n" + text)
         shutil.copy(outdir / "plot.png", common.BENCH / "plot.png")
+    if args.publish and "fleet" in data:
+        shutil.copy(outdir / "plot-fleet.png", common.BENCH / "plot-fleet.png")
     shutil.rmtree(workdir, ignore_errors=True)
     print("\n".join(lines))
     log(f"done in {data['duration_s']:.0f} s: {outdir}")

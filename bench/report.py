@@ -96,7 +96,31 @@ def targets(data):
         per = slope if slope is not None else ref["module_kb"] / n
         how = "slope between the smallest and largest count" if slope is not None else f"delta / {n}"
         out.append(("kernel memory <= 1 MB per phone", f"{per:.0f} kB ({how})", per <= tg["kb_per_phone"]))
+    out += fleet_targets(data)
     return out
+
+
+def _load(run):
+    return f"load {run['load_before'][0]:.1f}"
+
+
+def fleet_targets(data):
+    """The fleet's targets (issue 15), scaled by hosts/50 when 50 hosts were not measured."""
+    fl = data.get("fleet")
+    if not fl:
+        return []
+    tg = fl["targets"]
+    rows = {r["hosts"]: r for r in fl["rows"]}
+    ref = rows.get(50) or fl["rows"][-1]
+    n = ref["hosts"]
+    note = "" if n == 50 else f" (measured at {n} hosts, target scaled)"
+    c, o = ref["converge"], ref["noop"]
+    return [(f"50 simulated hosts converge <= {tg['converge_50_s']:.0f} s, one ansible-playbook run{note}",
+             f"{c['wall_s']:.1f} s ({c['per_host_s']:.2f} s/host, {_load(c)})",
+             c["wall_s"] <= tg["converge_50_s"] * n / 50),
+            (f"50 simulated hosts re-run (no-op) <= {tg['noop_50_s']:.0f} s{note}",
+             f"{o['wall_s']:.1f} s ({o['per_host_s']:.2f} s/host, {_load(o)})",
+             o["wall_s"] <= tg["noop_50_s"] * n / 50)]
 
 
 def write_csv(path, data):
@@ -139,6 +163,16 @@ def write_csv(path, data):
                 for how in ("module", "shell"):
                     out.writerow(["provision", how, "kernel_kb_per_phone", row["count"],
                                   f"{row[f'{how}_kb'] / row['count']:.1f}", "kB", "", "", "", ""])
+        fl = data.get("fleet")
+        if fl:
+            for row in fl["rows"]:
+                for step in ("converge", "noop"):
+                    r = row[step]
+                    for key, unit in (("wall_s", "s"), ("per_host_s", "s"), ("controller_cpu_s", "s"),
+                                      ("module_cpu_s", "s"), ("module_wall_per_host_s", "s"),
+                                      ("modules_per_host", "")):
+                        out.writerow(["fleet", step, key, row["hosts"], f"{r[key]:.3f}", unit, "", "",
+                                      f"{r['load_before'][0]:.2f}", ""])
 
 
 def plot(path, data):
@@ -148,6 +182,8 @@ def plot(path, data):
 
     dp, pv = data.get("datapath"), data.get("provision")
     panels = [p for p in (dp, pv) if p]
+    if not panels:
+        return
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.5), squeeze=False)
     axes = list(axes[0])
     if dp:
@@ -185,6 +221,75 @@ def plot(path, data):
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_fleet(path, data):
+    """Seconds per run and per host against simulated hosts, converge and no-op, with the targets."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fl = data["fleet"]
+    counts = [r["hosts"] for r in fl["rows"]]
+    fig, (total, per) = plt.subplots(1, 2, figsize=(11, 4.3))
+    for step, marker, color, label in (("converge", "o", "C0", "converge"), ("noop", "s", "C1", "no-op re-run")):
+        total.plot(counts, [r[step]["wall_s"] for r in fl["rows"]], marker=marker, color=color, label=label)
+        per.plot(counts, [r[step]["per_host_s"] for r in fl["rows"]], marker=marker, color=color, label=label)
+    total.plot([50], [fl["targets"]["converge_50_s"]], marker="*", color="C0", linestyle="", markersize=12,
+               label="target converge (50)")
+    total.plot([50], [fl["targets"]["noop_50_s"]], marker="*", color="C1", linestyle="", markersize=12,
+               label="target no-op (50)")
+    loads = [r[s]["load_before"][0] for r in fl["rows"] for s in ("converge", "noop")]
+    total.set_title(f"fleet: one ansible-playbook -f N run (load {min(loads):.1f}-{max(loads):.1f})")
+    total.set_xlabel("simulated hosts")
+    total.set_ylabel("seconds")
+    total.legend(fontsize=8)
+    per.set_title("seconds per host")
+    per.set_xlabel("simulated hosts")
+    per.set_ylabel("seconds / host")
+    per.set_ylim(bottom=0)
+    per.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def fleet_markdown(fl):
+    lines = ["**Fleet** (simulated hosts: each its own network and mount namespace with its own /run and bpffs, "
+             "reached through a local connection whose interpreter enters it; the role's default phone on each; "
+             f"`ansible-playbook -f N site.yml --tags phones`, strategy {fl.get('strategy', 'linear')}, the call "
+             "included; seconds; load = 1-minute load average before the run):", "",
+             "| hosts | converge | s/host | load | no-op re-run | s/host | load | module processes/host | "
+             "CPU controller / modules (converge) | CPU controller / modules (no-op) |",
+             "| --- |" + " --- |" * 9]
+    for r in fl["rows"]:
+        c, o = r["converge"], r["noop"]
+        lines.append(f"| {r['hosts']} | {c['wall_s']:.1f} | {c['per_host_s']:.2f} | {c['load_before'][0]:.1f} | "
+                     f"{o['wall_s']:.1f} | {o['per_host_s']:.2f} | {o['load_before'][0]:.1f} | "
+                     f"{c['modules_per_host']:.0f} | {c['controller_cpu_s']:.1f} / {c['module_cpu_s']:.1f} s | "
+                     f"{o['controller_cpu_s']:.1f} / {o['module_cpu_s']:.1f} s |")
+    ref = fl["rows"][-1]
+    floor = fl.get("module_floor")
+    if floor:
+        c = ref["converge"]
+        lines += ["", f"One module process that does nothing (`ansible.builtin.ping`, same wrapper, same host "
+                  f"kind) costs {floor['cpu_s']:.2f} s CPU ({floor['wall_s']:.2f} s wall): ansible-core's own "
+                  f"price per module process. {ref['hosts']} hosts x {c['modules_per_host']:.0f} module processes "
+                  f"x {floor['cpu_s']:.2f} s = {ref['hosts'] * c['modules_per_host'] * floor['cpu_s']:.0f} s CPU of "
+                  f"the converge's {c['module_cpu_s']:.0f} s module CPU; on {fl['cpus']} CPUs that alone is "
+                  f"{ref['hosts'] * c['modules_per_host'] * floor['cpu_s'] / fl['cpus']:.1f} s of wall time."]
+    for step in ("converge", "noop"):
+        run = ref[step]
+        lines += ["", f"Where the time goes, {ref['hosts']} hosts, {step} (median seconds per host from the worker's "
+                  f"start to its result; span = from the task's start to the next task's; module wall per host "
+                  f"{run['module_wall_per_host_s']:.2f} s; module processes in order, median wall / CPU s: "
+                  + ", ".join(f"{m['wall_s']:.2f} / {m['cpu_s']:.2f}" for m in run["module_runs"]) + "):", "",
+                  "| task | action | hosts run | s/host | span s |", "| --- | --- | --- | --- | --- |"]
+        for task in run["tasks"]:
+            lines.append(f"| {task['name']} | {task['action']} | {task['ran']}/{task['hosts']} | "
+                         f"{task['per_host_s']:.2f} | {task['span_s']:.2f} |")
+    lines.append("")
+    return lines
 
 
 def markdown(data):
@@ -262,6 +367,8 @@ def markdown(data):
                 lines.append(f"- {step}, cumulative: {cumulative}")
                 lines.append(f"- {step}, own time: {own}")
         lines.append("")
+    if data.get("fleet"):
+        lines += fleet_markdown(data["fleet"])
     lines += ["**Targets**:", "", "| target | measured | result |", "| --- | --- | --- |"]
     for name, measured, ok in targets(data):
         lines.append(f"| {name} | {measured} | {'pass' if ok else 'FALLS SHORT'} |")
@@ -272,6 +379,8 @@ def write(outdir, data):
     (outdir / "results.json").write_text(json.dumps(_jsonable(data), indent=1, sort_keys=True, default=str))
     write_csv(outdir / "results.csv", data)
     plot(outdir / "plot.png", data)
+    if data.get("fleet"):
+        plot_fleet(outdir / "plot-fleet.png", data)
     lines = markdown(data)
     (outdir / "latest.md").write_text("\n".join(lines) + "\n")
     return lines
