@@ -73,6 +73,12 @@ SSH_OPTIONS = (
 PR_SET_PDEATHSIG = 1
 
 
+# What ssh says when it could not set up the connection, before any command ran.
+# (Not "closed by remote host": that is also what a command that reboots the guest gets.)
+SSH_CONNECT_FAILURES = ("during banner exchange", "Connection timed out", "Connection refused",
+                        "kex_exchange_identification")
+
+
 class VMError(RuntimeError):
     """The VM could not be built, booted, reached or stopped; the text says why."""
 
@@ -265,9 +271,19 @@ class VM:
         ]
 
     def run(self, command: str, check: bool = True, timeout: float = 600, input: str | None = None) -> subprocess.CompletedProcess:
-        """Run a shell command in the VM; return the completed process (text stdout/stderr)."""
-        result = subprocess.run(self.ssh_argv(command), check=False, text=True, capture_output=True,
-                                timeout=timeout, input=input, stdin=None if input is not None else subprocess.DEVNULL)
+        """Run a shell command in the VM; return the completed process (text stdout/stderr).
+
+        ssh's own failures to connect (exit 255 before the command ran: the TCG guest too busy
+        to send its banner within ConnectTimeout, seen at host load 37) are tried again, up to
+        3 times; any other failure is the command's and is returned or raised at once.
+        """
+        for attempt in range(4):
+            result = subprocess.run(self.ssh_argv(command, timeout=10 + 20 * attempt), check=False, text=True,
+                                    capture_output=True, timeout=timeout, input=input,
+                                    stdin=None if input is not None else subprocess.DEVNULL)
+            if result.returncode != 255 or not any(text in result.stderr for text in SSH_CONNECT_FAILURES):
+                break
+            time.sleep(2)
         if check and result.returncode != 0:
             raise VMError(f"in VM {self.name!r}: {command!r} exited {result.returncode}\n"
                           f"stdout: {result.stdout.strip()}\nstderr: {result.stderr.strip()}")
