@@ -279,6 +279,36 @@ def read_namespace(netns=None):
     return devices
 
 
+def read_device_raw(ifname, netns=None):
+    """read_namespace()'s dict of one device by name in `netns`, addresses included; None if none."""
+    name = ifname.encode() + b"\0"
+    attr = _RTA.pack(4 + len(name), 3) + name + b"\0" * (-len(name) % 4)  # IFLA_IFNAME
+    try:
+        answers = _rtnl(_RTM_GETLINK, _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + attr, netns, dump=False)
+    except OSError as exc:
+        if exc.errno == errno.ENODEV:
+            return None
+        raise
+    if not answers:
+        return None
+    dev = _decode_link_raw(answers[0][1])
+    dev["addresses"] = _addresses_raw(netns, dev["index"])
+    return dev
+
+
+def _addresses_raw(netns, index):
+    out = []
+    for _kind, body in _rtnl(_RTM_GETADDR, _IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, index), netns):
+        family, prefixlen, _flags, _scope, got = _IFADDRMSG.unpack_from(body)
+        if got != index or family not in (socket.AF_INET, socket.AF_INET6):
+            continue
+        raw = _attrs(body, _IFADDRMSG.size, len(body))
+        addr = raw.get(2) or raw.get(1)
+        if addr:
+            out.append(normalize_cidr(socket.inet_ntop(family, addr), prefixlen))
+    return sort_cidrs(out)
+
+
 def read_link_raw(index, netns=None):
     """_decode_link_raw() of one device by ifindex in `netns`, or None if there is none."""
     try:

@@ -22,7 +22,7 @@ from ansible_collections.yogurt.phone.plugins.module_utils._netlink import (
     disable_ipv6_autoconf,
     managed_addresses,
     LazyIPR,
-    read_device,
+    read_device_raw,
     read_namespace,
     set_addresses,
     set_link,
@@ -54,8 +54,8 @@ def converge_pair(spec, check_mode, host_devices, ipr, owned=False):
             _replace(spec, host, cont, (ipr, cont_ipr), owned, check_mode, actions)
             if check_mode:
                 return _result(actions, before, after, None, warnings)
-            host = read_device(ipr, spec["host_ifname"])
-            cont = read_device(cont_ipr, spec["cont_ifname"])
+            host = _made(spec["host_ifname"], None)
+            cont = _made(spec["cont_ifname"], spec["netns"])
         after["host_addresses"] = _converge_host_side(spec, host, ipr, check_mode, actions, warnings)
         _converge_mtu(spec, host, cont, (ipr, cont_ipr), check_mode, actions)
         _bring_up(ipr, host, spec["host_ifname"], check_mode, actions)
@@ -64,6 +64,14 @@ def converge_pair(spec, check_mode, host_devices, ipr, owned=False):
     finally:
         if cont_ipr is not None:
             cont_ipr.close()
+
+
+def _made(ifname, netns):
+    """A device this run has just made, read back (raw netlink: no pyroute2 decoding)."""
+    dev = read_device_raw(ifname, netns)
+    if dev is None:
+        raise LinkError(f"reading {ifname}: no such device right after creating it")
+    return dev
 
 
 def _views(spec, host, cont):

@@ -57,6 +57,7 @@ def test_raw_reader_agrees_with_pyroute2_and_iproute2(sandbox, prefix):
     assert peer["link_index"] == raw["ra0"]["index"] and peer["xdp"] == {"mode": 0, "drv_prog_id": 0, "skb_prog_id": 0}
     one = netlink.read_link_raw(peer["index"], b)
     assert {k: v for k, v in one.items() if k != "addresses"} == {k: v for k, v in peer.items() if k != "addresses"}
-    assert netlink.read_link_raw(99999, b) is None
+    assert netlink.read_link_raw(99999, b) is None and netlink.read_device_raw("nope0", b) is None
+    assert netlink.read_device_raw("ra0", a) == raw["ra0"]
     shown = json.loads(netns_run(b, ["ip", "-j", "-d", "link", "show", "rb0"]).stdout)[0]
     assert shown["address"] == peer["mac"] and shown["mtu"] == peer["mtu"]
