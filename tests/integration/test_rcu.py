@@ -120,14 +120,20 @@ def test_option_off_and_value_found_on(runner, prefix):
     assert "already on" in res["rcu_expedited"]["reason"] and seen == {"1"} and knob() == "1"
 
 
-def test_killed_mid_converge_then_the_next_run_restores(runner, prefix):
-    spec = phones(prefix, 40)
+def start_and_wait_for_the_knob(runner, spec):
+    """Start a converge of `spec` and return its process once rcu_expedited reads 1."""
     proc = runner.start({"phones": spec})
     deadline = time.monotonic() + 300
     while knob() != "1":
         assert proc.poll() is None, "the converge ended before rcu_expedited was seen on"
         assert time.monotonic() < deadline
         time.sleep(0.002)
+    return proc
+
+
+def test_killed_mid_converge_then_the_next_run_restores(runner, prefix):
+    spec = phones(prefix, 40)
+    proc = start_and_wait_for_the_knob(runner, spec)
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=60)
     assert knob() == "1" and RECORD.read_text().strip() == "0"  # what a SIGKILL leaves
@@ -140,12 +146,7 @@ def test_killed_mid_converge_then_the_next_run_restores(runner, prefix):
 
 def test_sigterm_mid_converge_restores(runner, prefix):
     spec = phones(prefix, 40)
-    proc = runner.start({"phones": spec})
-    deadline = time.monotonic() + 300
-    while knob() != "1":
-        assert proc.poll() is None, "the converge ended before rcu_expedited was seen on"
-        assert time.monotonic() < deadline
-        time.sleep(0.002)
+    proc = start_and_wait_for_the_knob(runner, spec)
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=60)
     assert knob() == "0" and not RECORD.exists()
