@@ -372,6 +372,12 @@ class HostConverger:
                         self._step(f"phone '{name}'", f"removing namespace {netns}", delete_netns, netns)
                     live_netns.discard(netns)
                     deleted = True
+                elif os.path.lexists(netns_path(netns)):
+                    # A run killed between unmounting a namespace and unlinking its file left the
+                    # empty file behind (`ip netns` would list it): finish that run's work.
+                    actions.append(f"removed stale namespace file {netns_path(netns)}")
+                    if not self.check_mode:
+                        self._step(f"phone '{name}'", f"removing {netns_path(netns)}", delete_netns, netns)
                 if host_ifname in host_devices:
                     actions.append(f"removed {host_ifname} and its peer")
                     if host_ifname not in by_hand:
