@@ -356,11 +356,12 @@ class HostConverger:
                            for e in ends]
             jobs.append((index, name, ends, before_ends, []))
         waiting, by_hand = {}, {}  # host_ifname -> phone: goes with its namespace / to delete here
+        lived_in = _namespaces_of_processes() if not self.check_mode else set()
         for _index, name, ends, _before, actions in jobs:
             for end in ends:
                 netns, host_ifname = end["netns"], end["host_ifname"]
                 deleted = False
-                if (netns in live_netns or netns_exists(netns)) and not self.check_mode and _held(netns):
+                if (netns in live_netns or netns_exists(netns)) and _held(netns, lived_in):
                     # A process lives in it (a shell inside the yogurt): the namespace outlives its
                     # mount, and its devices with it. The host side goes by hand, taking its peer.
                     if host_ifname in host_devices:
@@ -428,21 +429,26 @@ def _present_result(name, backend, reason, actions, converged, wire_res):
     }
 
 
-def _held(netns):
-    """Does a process live in network namespace `netns`? (Its mount is not its only reference.)"""
-    try:
-        wanted = os.stat(netns_path(netns))
-    except OSError:
-        return False
+def _namespaces_of_processes():
+    """{(st_dev, st_ino)} of the network namespaces some process lives in (one pass over /proc)."""
+    found = set()
     for pid in os.listdir("/proc"):
         if pid.isdigit():
             try:
                 st = os.stat(f"/proc/{pid}/ns/net")
             except OSError:
                 continue
-            if st.st_ino == wanted.st_ino and st.st_dev == wanted.st_dev:
-                return True
-    return False
+            found.add((st.st_dev, st.st_ino))
+    return found
+
+
+def _held(netns, lived_in):
+    """Does a process live in network namespace `netns`? (Its mount is not its only reference.)"""
+    try:
+        st = os.stat(netns_path(netns))
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) in lived_in
 
 
 def _wait_gone(devices, stall=None):

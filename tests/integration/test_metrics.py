@@ -43,7 +43,7 @@ def node_exporter_binary():
                              capture_output=True, text=True, check=False)
         debs = list(pathlib.Path(tmp).glob("prometheus-node-exporter_*.deb"))
         if got.returncode != 0 or not debs:
-            pytest.skip(f"prometheus-node-exporter cannot be had here (apt-get download: {got.stderr.strip()[-300:]})")
+            pytest.fail(f"prometheus-node-exporter cannot be had here (apt-get download: {got.stderr.strip()[-300:]})")
         unpack = CACHE.with_name("node-exporter.tmp")
         shutil.rmtree(unpack, ignore_errors=True)
         subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(unpack)], check=True)
