@@ -344,8 +344,9 @@ class HostConverger:
         and the programs' links on those devices go defunct on the way. Unpinning a defunct
         link waits for nothing, where detaching a live one waits for an RCU grace period
         under RTNL (five per phone). Namespace cleanup is asynchronous, so the host sides are
-        waited for; one whose namespace some process still holds (a shell inside it) is
-        deleted by hand after DEVICE_WAIT seconds without progress. Yields (index, result).
+        waited for (deleted by hand after DEVICE_WAIT seconds without progress); one whose
+        namespace a process lives in (a shell inside it) is deleted by hand at once. Yields
+        (index, result).
         """
         if not removals:
             return
@@ -360,19 +361,16 @@ class HostConverger:
         for _index, name, ends, _before, actions in jobs:
             for end in ends:
                 netns, host_ifname = end["netns"], end["host_ifname"]
-                deleted = False
-                if (netns in live_netns or netns_exists(netns)) and _held(netns, lived_in):
-                    # A process lives in it (a shell inside the yogurt): the namespace outlives its
-                    # mount, and its devices with it. The host side goes by hand, taking its peer.
-                    if host_ifname in host_devices:
-                        by_hand[host_ifname] = name
-                if netns in live_netns or netns_exists(netns):
+                live = netns in live_netns or netns_exists(netns)
+                # A process living in it (a shell inside the yogurt) keeps the namespace, and its
+                # devices, after its mount goes: then the host side goes by hand, taking its peer.
+                held = live and _held(netns, lived_in)
+                if live:
                     actions.append(f"removed namespace {netns}")
                     if not self.check_mode:
                         rcu.before_grace_period()
                         self._step(f"phone '{name}'", f"removing namespace {netns}", delete_netns, netns)
                     live_netns.discard(netns)
-                    deleted = True
                 elif os.path.lexists(netns_path(netns)):
                     # A run killed between unmounting a namespace and unlinking its file left the
                     # empty file behind (`ip netns` would list it): finish that run's work.
@@ -381,10 +379,9 @@ class HostConverger:
                         self._step(f"phone '{name}'", f"removing {netns_path(netns)}", delete_netns, netns)
                 if host_ifname in host_devices:
                     actions.append(f"removed {host_ifname} and its peer")
-                    if host_ifname not in by_hand:
-                        (waiting if deleted else by_hand)[host_ifname] = name
+                    (waiting if live and not held else by_hand)[host_ifname] = name
         if not self.check_mode:
-            # what a namespace took along, unless a process holds that namespace: then by hand too
+            # what the namespaces take along is waited for; what is still there after the wait goes by hand
             by_hand.update((ifname, waiting[ifname]) for ifname in _wait_gone(waiting))
             for host_ifname, name in sorted(by_hand.items()):
                 rcu.before_grace_period()
@@ -451,14 +448,13 @@ def _held(netns, lived_in):
     return (st.st_dev, st.st_ino) in lived_in
 
 
-def _wait_gone(devices, stall=None):
+def _wait_gone(devices):
     """Wait until no device in `devices` (names, in this namespace) exists; returns those left.
 
     Gives up on what is left once DEVICE_WAIT seconds pass without one more device going.
     """
-    stall = DEVICE_WAIT if stall is None else stall
     left = set(devices)
-    deadline = time.monotonic() + stall
+    deadline = time.monotonic() + DEVICE_WAIT
     delay = 0.001
     while left:
         gone = set()
@@ -469,7 +465,7 @@ def _wait_gone(devices, stall=None):
                 gone.add(name)
         if gone:
             left -= gone
-            deadline = time.monotonic() + stall
+            deadline = time.monotonic() + DEVICE_WAIT
             continue
         if time.monotonic() > deadline:
             break
