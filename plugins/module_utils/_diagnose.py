@@ -23,7 +23,6 @@ names may change in any release.
 
 from __future__ import annotations
 
-import errno
 import os
 import time
 
@@ -32,9 +31,8 @@ from ansible_collections.yogurt.phone.plugins.module_utils import _bpf as bpf
 from ansible_collections.yogurt.phone.plugins.module_utils import _call as call
 from ansible_collections.yogurt.phone.plugins.module_utils import _drop_trace as drop_trace
 from ansible_collections.yogurt.phone.plugins.module_utils import _wire as wire
-from ansible_collections.yogurt.phone.plugins.module_utils._netlink import decode_link, ipr_in, read_addresses, routes_by_device
+from ansible_collections.yogurt.phone.plugins.module_utils._netlink import read_device_state, routes_by_device
 from ansible_collections.yogurt.phone.plugins.module_utils._netns import netns_exists, netns_path
-from ansible_collections.yogurt.phone.plugins.module_utils._pyroute2_dep import NetlinkError
 
 STAT_KEYS = ("rx_packets", "tx_packets", "rx_dropped", "tx_dropped", "rx_errors", "tx_errors")
 DIRECTIONS = ("0to1", "1to0")
@@ -45,23 +43,16 @@ PATH_HOOKS = {"in", "peer", "primary"}
 
 # ---------------------------------------------------------------- state
 
-def read_device(ipr, ifname):
-    """One device in the namespace of `ipr`: ifindex, up, carrier, operstate, peer, addresses, stats."""
-    try:
-        msgs = ipr.link("get", ifname=ifname)
-    except NetlinkError as exc:
-        if exc.code == errno.ENODEV:
-            return {"ifname": ifname, "exists": False}
-        raise
-    msg = msgs[0]
-    dev = decode_link(msg)
-    stats = msg.get_attr("IFLA_STATS64") or {}
-    operstate = msg.get_attr("IFLA_OPERSTATE")
+def read_device(ifname, netns=None):
+    """One device in `netns` (None: this one): ifindex, up, carrier, operstate, peer, addresses, stats."""
+    dev = read_device_state(ifname, netns)
+    if dev is None:
+        return {"ifname": ifname, "exists": False}
     return {
         "ifname": ifname, "exists": True, "ifindex": dev["index"], "kind": dev["kind"], "up": dev["up"],
-        "carrier": bool(msg.get_attr("IFLA_CARRIER")), "operstate": str(operstate) if operstate is not None else None,
-        "peer_ifindex": dev["link_index"], "addresses": read_addresses(ipr, dev["index"]),
-        "stats": {k: int(stats.get(k) or 0) for k in STAT_KEYS},
+        "carrier": dev["carrier"], "operstate": str(dev["operstate"]) if dev["operstate"] is not None else None,
+        "peer_ifindex": dev["link_index"], "addresses": dev["addresses"],
+        "stats": {k: int(dev["stats"].get(k) or 0) for k in STAT_KEYS},
     }
 
 
@@ -73,14 +64,13 @@ def _netns_inode(netns=None):
         return None
 
 
-def read_end(end, host_ipr, routes):
+def read_end(end, routes):
     """Both devices of one end (the host side in the calling thread's namespace)."""
-    host = read_device(host_ipr, end["host_ifname"])
+    host = read_device(end["host_ifname"])
     host["netns"], host["netns_inode"] = None, _netns_inode()
     host["routes"] = [r["text"] for r in routes.get(host.get("ifindex"), [])] if host["exists"] else []
     if netns_exists(end["netns"]):
-        with ipr_in(end["netns"]) as ipr:
-            cont = read_device(ipr, end["cont_ifname"])
+        cont = read_device(end["cont_ifname"], end["netns"])
         cont["netns_exists"] = True
     else:
         cont = {"ifname": end["cont_ifname"], "exists": False, "netns_exists": False}
@@ -114,9 +104,8 @@ def _hook_state(info, links, ends_state, i, hook):
 
 def read_state(phone):
     """State of one normalized phone: ends, backend, hooks, wires map."""
-    with ipr_in() as host_ipr:
-        routes = routes_by_device()
-        ends = [read_end(end, host_ipr, routes) for end in phone["ends"]]
+    routes = routes_by_device()
+    ends = [read_end(end, routes) for end in phone["ends"]]
     info = wire.read_wire(phone["name"])
     kinds = {e["host"].get("kind") for e in ends} & set(wire.HOOKS)
     backend = info["backend"] or (kinds.pop() if len(kinds) == 1 else None)
@@ -245,15 +234,12 @@ def sample(state):
         except bpf.BpfError:
             runs[prog["name"]] = None
     devices = {}
-    with ipr_in() as ipr:
-        for i, end in enumerate(state["ends"]):
-            dev = read_device(ipr, end["host"]["ifname"])
-            devices[f"end{i}_host"] = dev.get("stats", {})
+    for i, end in enumerate(state["ends"]):
+        devices[f"end{i}_host"] = read_device(end["host"]["ifname"]).get("stats", {})
     for i, end in enumerate(state["ends"]):
         dev = end["cont"]
         if dev.get("netns_exists"):
-            with ipr_in(end["netns"]) as ipr:
-                devices[f"end{i}_cont"] = read_device(ipr, dev["ifname"]).get("stats", {})
+            devices[f"end{i}_cont"] = read_device(dev["ifname"], end["netns"]).get("stats", {})
     return {"counters": _counters(state["phone"]), "runs": runs, "devices": devices}
 
 

@@ -296,6 +296,37 @@ def read_device_raw(ifname, netns=None):
     return dev
 
 
+# struct rtnl_link_stats64 (linux/if_link.h): the counters a diagnosis reads, by u64 slot.
+_STATS64 = {"rx_packets": 0, "tx_packets": 1, "rx_errors": 4, "tx_errors": 5, "rx_dropped": 6, "tx_dropped": 7}
+_OPERSTATES = ("UNKNOWN", "NOTPRESENT", "DOWN", "LOWERLAYERDOWN", "TESTING", "DORMANT", "UP")  # IF_OPER_*
+
+
+def read_device_state(ifname, netns=None):
+    """read_device_raw()'s dict plus what a diagnosis needs: 'carrier', 'operstate' and 'stats'
+    (rx/tx packets, errors, dropped); None if there is no such device."""
+    name = ifname.encode() + b"\0"
+    attr = _RTA.pack(4 + len(name), 3) + name + b"\0" * (-len(name) % 4)  # IFLA_IFNAME
+    try:
+        answers = _rtnl(_RTM_GETLINK, _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + attr, netns, dump=False)
+    except OSError as exc:
+        if exc.errno == errno.ENODEV:
+            return None
+        raise
+    if not answers:
+        return None
+    body = answers[0][1]
+    dev = _decode_link_raw(body)
+    dev["addresses"] = _addresses_raw(netns, dev["index"])
+    raw = _attrs(body, _IFINFOMSG.size, len(body))
+    dev["carrier"] = bool(raw[33][0]) if 33 in raw else False  # IFLA_CARRIER
+    oper = raw[16][0] if 16 in raw else None  # IFLA_OPERSTATE
+    dev["operstate"] = _OPERSTATES[oper] if oper is not None and oper < len(_OPERSTATES) else oper
+    blob = raw.get(23, b"")  # IFLA_STATS64
+    dev["stats"] = {key: (struct.unpack_from("=Q", blob, 8 * slot)[0] if len(blob) >= 8 * slot + 8 else 0)
+                    for key, slot in _STATS64.items()}
+    return dev
+
+
 def _addresses_raw(netns, index):
     out = []
     for _kind, body in _rtnl(_RTM_GETADDR, _IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, index), netns):

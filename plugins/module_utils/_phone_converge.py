@@ -336,6 +336,30 @@ class HostConverger:
                 "host_index": res["netkit"].get("host_ifindex"), "cont_index": res["netkit"].get("peer_ifindex"),
                 "warnings": res.get("warnings", [])}
 
+    def _remove_end(self, name, end, actions, live_netns, host_devices, lived_in, waiting, by_hand):
+        """Delete one end's namespace (or the file a killed run left of it); file its host side under
+        `waiting` (goes with the namespace) or `by_hand` (to delete here)."""
+        netns, host_ifname = end["netns"], end["host_ifname"]
+        live = netns in live_netns or netns_exists(netns)
+        # A process living in it (a shell inside the yogurt) keeps the namespace, and its
+        # devices, after its mount goes: then the host side goes by hand, taking its peer.
+        held = live and _held(netns, lived_in)
+        if live:
+            actions.append(f"removed namespace {netns}")
+            if not self.check_mode:
+                rcu.before_grace_period()
+                self._step(f"phone '{name}'", f"removing namespace {netns}", delete_netns, netns)
+            live_netns.discard(netns)
+        elif os.path.lexists(netns_path(netns)):
+            # A run killed between unmounting a namespace and unlinking its file left the
+            # empty file behind (`ip netns` would list it): finish that run's work.
+            actions.append(f"removed stale namespace file {netns_path(netns)}")
+            if not self.check_mode:
+                self._step(f"phone '{name}'", f"removing {netns_path(netns)}", delete_netns, netns)
+        if host_ifname in host_devices:
+            actions.append(f"removed {host_ifname} and its peer")
+            (waiting if live and not held else by_hand)[host_ifname] = name
+
     def _remove_phones(self, ipr, host_devices, live_netns, removals):
         """Remove phones the way the kernel removes them fastest, then check that nothing is left.
 
@@ -360,26 +384,7 @@ class HostConverger:
         lived_in = _namespaces_of_processes() if not self.check_mode else set()
         for _index, name, ends, _before, actions in jobs:
             for end in ends:
-                netns, host_ifname = end["netns"], end["host_ifname"]
-                live = netns in live_netns or netns_exists(netns)
-                # A process living in it (a shell inside the yogurt) keeps the namespace, and its
-                # devices, after its mount goes: then the host side goes by hand, taking its peer.
-                held = live and _held(netns, lived_in)
-                if live:
-                    actions.append(f"removed namespace {netns}")
-                    if not self.check_mode:
-                        rcu.before_grace_period()
-                        self._step(f"phone '{name}'", f"removing namespace {netns}", delete_netns, netns)
-                    live_netns.discard(netns)
-                elif os.path.lexists(netns_path(netns)):
-                    # A run killed between unmounting a namespace and unlinking its file left the
-                    # empty file behind (`ip netns` would list it): finish that run's work.
-                    actions.append(f"removed stale namespace file {netns_path(netns)}")
-                    if not self.check_mode:
-                        self._step(f"phone '{name}'", f"removing {netns_path(netns)}", delete_netns, netns)
-                if host_ifname in host_devices:
-                    actions.append(f"removed {host_ifname} and its peer")
-                    (waiting if live and not held else by_hand)[host_ifname] = name
+                self._remove_end(name, end, actions, live_netns, host_devices, lived_in, waiting, by_hand)
         if not self.check_mode:
             # what the namespaces take along is waited for; what is still there after the wait goes by hand
             by_hand.update((ifname, waiting[ifname]) for ifname in _wait_gone(waiting))

@@ -40,11 +40,11 @@ description:
     own devices.
   - Changes nothing on the host, so it always reports C(changed=false). In check mode it
     runs nothing and reports nothing.
-author:
-  - yogurt.phone developers (@yogurt-phone)
 extends_documentation_fragment:
   - yogurt.phone._attributes
   - yogurt.phone._phones
+author:
+  - yogurt.phone developers (@yogurt-phone)
 options:
   count:
     description: Echo requests per direction and address.
@@ -144,8 +144,8 @@ failures:
 calls:
   description: One entry per present phone.
   returned: always
-  type: list
   elements: dict
+  type: list
   contains:
     name:
       description: The phone.
