@@ -148,8 +148,9 @@ def start_servers(scen, rr_bin):
 
 def iperf(sc, streams, seconds, omit):
     # 2 streams are left to the scheduler: pinned to one CPU they measure that CPU, not the path.
-    argv = (PIN[0] if streams == 1 else []) + ["iperf3", "-c", sc.target, "-p", str(IPERF_PORT), "-t", str(seconds), "-O", str(omit),
-            "-P", str(streams), "-J"]
+    pin = PIN[0] if streams == 1 else []
+    argv = pin + ["iperf3", "-c", sc.target, "-p", str(IPERF_PORT), "-t", str(seconds), "-O", str(omit),
+                  "-P", str(streams), "-J"]
     for attempt in range(3):
         proc = common.run(argv, netns=sc.client_ns, check=False, timeout=seconds + omit + 30)
         if proc.returncode == 0:
