@@ -312,7 +312,13 @@ def observations(state, delta):
     refused = delta.get("counters", {}).get("refused", 0)
     guard = "guard_xdp (XDP guard)" if state["backend"] == "veth" else "wire_primary"
     for i, end in enumerate(state["ends"]):
-        sent = delta.get("devices", {}).get(f"end{i}_host", {}).get("tx_packets", 0)
+        host = delta.get("devices", {}).get(f"end{i}_host", {})
+        sent = host.get("tx_packets", 0)
+        if state["backend"] == "netkit":
+            # The wire's redirects into this end leave through its host side (tx_packets); what the
+            # host sends is refused inside netkit_xmit and counted as tx_dropped.
+            into = delta.get("counters", {}).get(f"forwarded_packets_{'1to0' if i == 0 else '0to1'}", 0)
+            sent = max(sent - into, 0) + host.get("tx_dropped", 0)
         if sent > 0:
             notes.append(f"{state['phone']}, end {i}, host side {end['host']['ifname']}: the host transmitted {sent} "
                          f"frame(s) towards {end['netns']} {end['cont']['ifname']}; {guard} refused {refused} "

@@ -29,7 +29,7 @@ description:
     names it (C(TC_INGRESS), C(NOT_SPECIFIED); the numbers differ by kernel). The program includes no
     kernel header: the struct offsets it follows come from the kernel's BTF at run time."
   - "Tracing needs bcc (python3-bpfcc, run under /usr/bin/python3 whatever Python runs the module) and
-    the running kernel's headers (the M(yogurt.phone.bpf_toolchain) role installs both with
+    the running kernel's headers (the C(yogurt.phone.bpf_toolchain) role installs both with
     C(bpf_toolchain_diagnose: true)); where either is missing, or bcc cannot compile on this kernel,
     state and counters are still reported and RV(trace) says why and exactly what to install."
   - Reads only (the probe's packets stay inside the phones' namespaces), so C(changed) is always false.

@@ -494,7 +494,7 @@ def test_diagnose_traces_the_kernel_drops_of_a_broken_phone(story):
     run = seen["diagnose"]
     assert run.rc == 0, "diagnose.yml failed:\n" + "".join(run.output[-80:])
     for flavor in diagnosed:
-        res = _task(run, flavor, "Diagnose both phones, tracing the kernel's drops, with the call's ping and TCP in the window")
+        res = _task(run, flavor, "Diagnose both phones, tracing the kernel's drops, with the call's ping, TCP and injections in the window")
         trace = res["trace"]
         assert trace["available"] and trace["bcc"], (flavor, trace)
         phones = {p["phone"]: p for p in res["phones"]}
@@ -510,6 +510,14 @@ def test_diagnose_traces_the_kernel_drops_of_a_broken_phone(story):
         assert refused and refused[0]["reason"] == "NOT_SPECIFIED" and refused[0]["count"] >= broken["probe"]["pings"] // 2, \
             (flavor, broken["drops"], res["msg"])
         assert not [d for d in intact["drops"] if d["hook"] in ("peer", "wires")], (flavor, intact["drops"])
+        # The host's injections towards each yogurt are refused by wire_primary, freed at netkit_xmit with
+        # skb->dev already the yogurt side: on both ends of both phones.
+        for name, phone in phones.items():
+            ends = {(d["end"], d["ifname"]) for d in phone["drops"] if d["hook"] == "primary" and d["side"] == "cont"
+                    and d["reason"] == "NOT_SPECIFIED" and d["location"].startswith("netkit_xmit") and d["count"] > 0}
+            assert ends == {(i, e["cont_ifname"]) for i, e in enumerate(next(p for p in PHONES if p["name"] == name)["ends"])}, \
+                (flavor, name, phone["drops"])
+        assert trace["reason_names"].startswith(("/sys/kernel", "BTF")), trace
         assert "kernel drop: phone, end 0, host side yg1-host" in res["msg"], res["msg"]
 
 
