@@ -322,7 +322,7 @@ def observations(state, delta):
         if sent > 0:
             notes.append(f"{state['phone']}, end {i}, host side {end['host']['ifname']}: the host transmitted {sent} "
                          f"frame(s) towards {end['netns']} {end['cont']['ifname']}; {guard} refused {refused} "
-                         "in the window (injection from the host, refused as designed)")
+                         "on this phone in the window (injection from the host, refused as designed)")
     return notes
 
 
