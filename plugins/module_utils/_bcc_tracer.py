@@ -77,7 +77,7 @@ def main(argv):
     watch = bpf["watch"]
     for inum, ifindex in config["watch"]:
         watch[ctypes.c_uint64((inum << 32) | ifindex)] = ctypes.c_uint8(1)
-    print("READY", flush=True)
+    _say("READY")
     sys.stdin.read()  # until the caller closes it: the end of the window
     out = []
     for key, value in bpf["drops"].items():
@@ -85,9 +85,15 @@ def main(argv):
         out.append({"ifindex": key.ifindex, "netns": key.netns, "reason": key.reason, "location": key.location,
                     "symbol": symbol.decode(errors="replace") if isinstance(symbol, bytes) else str(symbol),
                     "count": value.value})
-    print(json.dumps({"drops": out}), flush=True)
+    _say(json.dumps({"drops": out}))
     return 0
 
 
+def _say(line):
+    """One line to the caller (this runs outside Ansible: its stdout is the caller's pipe)."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    raise SystemExit(main(sys.argv))
