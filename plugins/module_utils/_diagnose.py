@@ -10,7 +10,8 @@ where it should be, the wires map against the devices' ifindexes, and the host s
 addresses and routes (there must be none). Then a window: the wire's counter deltas per
 direction, each program's run count (BPF_ENABLE_STATS held for the window), the devices'
 packet and drop counters, optionally a probe (the call's ping and TCP both ways, and its
-injection matrix), and the kernel's drops when bcc can trace them (_drop_trace.py).
+injection matrix), and the kernel's drops when bcc can trace them (_drop_trace.py: each
+labelled with its end, device, hook and the running kernel's reason name).
 
 The verdict: dead (a hop on the path is broken, or nothing got through), lossy (k of n),
 exposed (the call works but the isolation does not: a host-side address or route, a guard
@@ -311,11 +312,17 @@ def observations(state, delta):
     refused = delta.get("counters", {}).get("refused", 0)
     guard = "guard_xdp (XDP guard)" if state["backend"] == "veth" else "wire_primary"
     for i, end in enumerate(state["ends"]):
-        sent = delta.get("devices", {}).get(f"end{i}_host", {}).get("tx_packets", 0)
+        host = delta.get("devices", {}).get(f"end{i}_host", {})
+        sent = host.get("tx_packets", 0)
+        if state["backend"] == "netkit":
+            # The wire's redirects into this end leave through its host side (tx_packets); what the
+            # host sends is refused inside netkit_xmit and counted as tx_dropped.
+            into = delta.get("counters", {}).get(f"forwarded_packets_{'1to0' if i == 0 else '0to1'}", 0)
+            sent = max(sent - into, 0) + host.get("tx_dropped", 0)
         if sent > 0:
             notes.append(f"{state['phone']}, end {i}, host side {end['host']['ifname']}: the host transmitted {sent} "
                          f"frame(s) towards {end['netns']} {end['cont']['ifname']}; {guard} refused {refused} "
-                         "in the window (injection from the host, refused as designed)")
+                         "on this phone in the window (injection from the host, refused as designed)")
     return notes
 
 
@@ -372,10 +379,12 @@ def diagnose(phones, seconds=3.0, probe=False, inject=False, trace="auto"):
     finally:
         if tracer:
             tracer.stop()
+    if tracer and tracer.problem:
+        trace_info.update(available=False, reason=tracer.problem)
     results = []
     for phone, state in zip(phones, states):
         judged = verdict(phone["name"], state, seen[phone["name"]])
-        judged["drops"] = seen[phone["name"]]["drops"]
+        judged.update(drops=seen[phone["name"]]["drops"], traced=trace_info["available"])
         results.append(dict(judged, phone=phone["name"], state=state, window=seen[phone["name"]]["delta"],
                             checks=seen[phone["name"]]["probe"]))
     return results, trace_info
@@ -405,4 +414,6 @@ def text_of(result):
     lines.extend(f"  problem: {p['text']}" for p in result["problems"])
     lines.extend(f"  seen: {o}" for o in result["observations"])
     lines.extend(f"  kernel drop: {d['text']}" for d in result["drops"])
+    if result.get("traced") and not result["drops"]:
+        lines.append("  kernel drops (skb:kfree_skb) on its devices: none in the window")
     return lines

@@ -22,9 +22,16 @@ description:
   - "A verdict per phone: V(healthy), V(lossy) (k of n), V(exposed) (the call works but a host side
     carries an address or route, or a guard is missing) or V(dead), with the first failed hop named,
     for example C(phone, end 1, yogurt side yg2-cont: down)."
-  - "The kernel's drops (skb:kfree_skb) need bcc (python3-bpfcc under /usr/bin/python3) and the
-    running kernel's headers; where either is missing, RV(trace) says exactly what to install.
-    This release reports state and counters only: the bcc tracer is not written yet."
+  - "With O(trace), the kernel's drops over the window: a bcc program on the skb:kfree_skb tracepoint,
+    filtered in the kernel to the phones' devices (ifindex and namespace inode), counted by device,
+    reason and location, each labelled with its phone, end, device and hook (for example
+    C(wire_peer dropped what the yogurt sent)) and the reason as the running kernel
+    names it (C(TC_INGRESS), C(NOT_SPECIFIED); the numbers differ by kernel). The program includes no
+    kernel header: the struct offsets it follows come from the kernel's BTF at run time."
+  - "Tracing needs bcc (python3-bpfcc, run under /usr/bin/python3 whatever Python runs the module) and
+    the running kernel's headers (the C(yogurt.phone.bpf_toolchain) role installs both with
+    C(bpf_toolchain_diagnose: true)); where either is missing, or bcc cannot compile on this kernel,
+    state and counters are still reported and RV(trace) says why and exactly what to install."
   - Reads only (the probe's packets stay inside the phones' namespaces), so C(changed) is always false.
 author:
   - yogurt.phone developers (@yogurt-phone)
@@ -51,7 +58,9 @@ options:
   trace:
     description:
       - Trace the kernel's drops with bcc. V(auto) when bcc and headers are present, V(yes) fails
-        without them, V(no) never.
+        without them (or when bcc cannot trace on this kernel), V(no) never.
+      - Starting the tracer compiles a BPF program with bcc before the window opens (about a second on
+        a host, a minute under qemu TCG).
     type: str
     choices: [auto, "yes", "no"]
     default: auto
@@ -77,6 +86,12 @@ EXAMPLES = r"""
     probe: true
     fail_on: dead
   register: diagnosis
+
+- name: Trace the kernel's drops too (needs bpf_toolchain_diagnose, or python3-bpfcc and the kernel's headers)
+  yogurt.phone.diagnose:
+    phones: "{{ yogurt_phones }}"
+    probe: true
+    trace: "yes"
 
 - name: One phone, five seconds of counters, no probe
   yogurt.phone.diagnose:
@@ -139,11 +154,23 @@ phones:
       type: list
       elements: dict
     drops:
-      description: The kernel's drops, each labelled with its end, device and hook (empty without tracing).
+      description:
+        - "The kernel's drops on the phone's devices in the window (empty without tracing), most frequent first,
+          each with C(end), C(side), C(ifname), C(ifindex), C(netns_inode), C(hook) (V(in), V(peer), V(primary),
+          V(xdp), V(wires) or null), C(program), C(reason) (the running kernel's name), C(reason_code),
+          C(location) (the kernel symbol that freed the packet), C(count) and C(text)."
       type: list
       elements: dict
+      sample: [{"end": 0, "side": "host", "ifname": "yg1-host", "hook": "peer", "program": "wire_peer",
+                "reason": "NOT_SPECIFIED", "location": "netkit_xmit", "count": 6}]
+    traced:
+      description: Whether the kernel's drops were traced for this phone.
+      type: bool
 trace:
-  description: Whether the kernel's drops were traced, C(reason), and C(install), what is missing.
+  description:
+    - "Whether the kernel's drops were traced (C(available)), C(reason) (what was traced, or why not),
+      C(install) (what is missing), C(bcc) (its version), C(headers), C(kernel); when traced also C(offsets)
+      (the struct offsets read from BTF), C(reason_names) (where the names were read) and C(start_seconds)."
   returned: always
   type: dict
 """
@@ -185,8 +212,7 @@ def main():
         module.fail_json(msg=str(exc))
     prefix = f"{params['host']} " if params["host"] else ""
     lines = [prefix + line for r in results for line in text_of(r)]
-    if not trace["available"]:
-        lines.append(f"{prefix}kernel drops not traced: {trace['reason']}")
+    lines.append(f"{prefix}kernel drops {'traced' if trace['available'] else 'not traced'}: {trace['reason']}")
     out = dict(changed=False, msg="\n".join(lines), verdicts={r["phone"]: r["verdict"] for r in results},
                phones=results, trace=trace)
     bad = {"dead": ("dead",), "lossy": ("dead", "lossy")}.get(params["fail_on"], ())

@@ -14,8 +14,11 @@ Four VMs boot side by side (qemu TCG, restrict=on, a guestfwd to the proxy):
   then kernels.yml: call.yml on each, each host picked the backend and attach mode its kernel
   allows, and a netkit pair with every attribute is taken exactly where the kernel has them;
   the second run changes nothing and opens no apt or pip program or library (inotify in the
-  VM, with a control that it sees them); site.yml --check changes nothing; teardown leaves
-  nothing.
+  VM, with a control that it sees them); site.yml --check changes nothing; on fresh-bpo only
+  (bpf_toolchain_diagnose: true, so the first run installed bcc and the kernel's headers
+  through the proxy too), diagnose.yml breaks one phone (a wires map entry deleted) and the
+  diagnosis, tracing skb:kfree_skb with bcc, must name the device, hook and the kernel's reason
+  of its drops and call the other phone healthy; teardown leaves nothing.
 - the proxy refuses what it must (from inside a VM), and a direct connection fails.
 
 The whole story runs once (module fixture); the tests check what it saw. Times and the
@@ -50,7 +53,7 @@ README_COMMAND = "./scripts/setup && .venv/bin/ansible-playbook site.yml"
 OVER_SSH = {
     "fresh-stock": {"kernel": "6.1.", "backend": "veth", "tc_filters": True,
                     "kernels_expect": {"backend": "veth", "attach_mode": "tc", "netkit": False, "headroom": False}},
-    "fresh-bpo": {"kernel": "6.12.", "backend": "netkit", "tc_filters": False,
+    "fresh-bpo": {"kernel": "6.12.", "backend": "netkit", "tc_filters": False, "diagnose": True,
                   "kernels_expect": {"backend": "netkit", "attach_mode": "netkit", "netkit": True, "headroom": False}},
     "fresh-trixie": {"kernel": "7.", "backend": "netkit", "tc_filters": False,
                      "kernels_expect": {"backend": "netkit", "attach_mode": "netkit", "netkit": True, "headroom": True}},
@@ -93,6 +96,8 @@ print(json.dumps({
     "iproute2": installed("iproute2"),
     "backports": subprocess.run(["grep", "-rqs", "backports", "/etc/apt/sources.list", "/etc/apt/sources.list.d"]).returncode == 0,
     "kernel": open("/proc/sys/kernel/osrelease").read().strip(),
+    "bcc": installed("python3-bpfcc"),
+    "headers": installed("linux-headers-" + open("/proc/sys/kernel/osrelease").read().strip()),
 }))
 """ % json.dumps(TOOLCHAIN_PACKAGES)
 
@@ -244,6 +249,8 @@ def _over_ssh_story(vms, clock):
     for flavor, vm in hosts.items():
         lines.append(f"    {flavor}:")
         facts = dict(vm.facts(), kernels_expect=OVER_SSH[flavor]["kernels_expect"])
+        if OVER_SSH[flavor].get("diagnose"):  # bcc and the kernel's headers, from nothing, on this host only
+            facts["bpf_toolchain_diagnose"] = True
         lines += [f"      {key}: {json.dumps(value)}" for key, value in facts.items()]
     inventory.write_text("\n".join(lines) + "\n")
     site = ROOT / "site.yml"
@@ -294,6 +301,15 @@ def _over_ssh_story(vms, clock):
     clock.took("over ssh: site.yml --check", started)
     (OUT / "ssh-check.log").write_text("".join(check.output))
     seen["check"] = check
+
+    diagnosed = [flavor for flavor in hosts if OVER_SSH[flavor].get("diagnose")]
+    if diagnosed:  # a phone broken by hand, diagnosed with bcc tracing the kernel's drops; teardown follows
+        started = time.monotonic()
+        seen["diagnose"] = playbook_run.run_playbook(inventory, pathlib.Path(__file__).parent / "diagnose.yml",
+                                                     title="fresh hosts: diagnose.yml", timeout=3600,
+                                                     args=["--limit", ",".join(diagnosed)])
+        clock.took(f"over ssh: diagnose.yml with the drop tracer ({', '.join(diagnosed)})", started)
+        (OUT / "ssh-diagnose.log").write_text("".join(seen["diagnose"].output))
 
     started = time.monotonic()
     teardown = playbook_run.run_playbook(inventory, ROOT / "playbooks" / "teardown.yml", title="fresh hosts: teardown",
@@ -462,6 +478,47 @@ def test_check_mode_after_that_changes_nothing(story):
         changed = {task: {key: check.by_host[(flavor, task)].get(key) for key in ("actions", "diff", "msg", "phones")}
                    for task in check.changed_tasks(flavor)}
         assert not changed, (flavor, changed)
+
+
+def test_diagnose_traces_the_kernel_drops_of_a_broken_phone(story):
+    """bpf_toolchain_diagnose installed bcc and the kernel's headers from nothing (on that host only);
+    with end 0's wires entry deleted, the diagnosis traces the drops and names device, hook and reason."""
+    seen = _part(story, "over_ssh")
+    diagnosed = [flavor for flavor, expect in OVER_SSH.items() if expect.get("diagnose")]
+    if not diagnosed:
+        pytest.skip("no flavor with the drop tracer among YOGURT_FRESH_FLAVORS")
+    for flavor in OVER_SSH:
+        state = seen["after_first"][flavor]
+        wanted = flavor in diagnosed
+        assert (state["bcc"] is not None, state["headers"] is not None) == (wanted, wanted), (flavor, state)
+    run = seen["diagnose"]
+    assert run.rc == 0, "diagnose.yml failed:\n" + "".join(run.output[-80:])
+    for flavor in diagnosed:
+        res = _task(run, flavor, "Diagnose both phones, tracing the kernel's drops, with the call's ping, TCP and injections in the window")
+        trace = res["trace"]
+        assert trace["available"] and trace["bcc"], (flavor, trace)
+        phones = {p["phone"]: p for p in res["phones"]}
+        intact, broken = phones["phone6"], phones["phone"]
+        assert intact["verdict"] == "healthy" and intact["probe"]["replies"] == intact["probe"]["pings"] > 0, \
+            (flavor, intact["verdict_text"], res["msg"])
+        assert broken["verdict"] == "dead" and "end 0, host side yg1-host: no wires map entry" in broken["first_failure"], \
+            (flavor, broken["first_failure"], res["msg"])
+        # The yogurt's packets on end 0 are refused by wire_peer, which netkit frees at netkit_xmit with the
+        # running kernel's NOT_SPECIFIED (skb->dev is then the host side).
+        refused = [d for d in broken["drops"] if d["end"] == 0 and d["side"] == "host" and d["ifname"] == "yg1-host"
+                   and d["hook"] == "peer" and d["program"] == "wire_peer" and d["location"].startswith("netkit_xmit")]
+        assert refused and refused[0]["reason"] == "NOT_SPECIFIED" and refused[0]["count"] >= broken["probe"]["pings"] // 2, \
+            (flavor, broken["drops"], res["msg"])
+        assert not [d for d in intact["drops"] if d["hook"] in ("peer", "wires")], (flavor, intact["drops"])
+        # The host's injections towards each yogurt are refused by wire_primary, freed at netkit_xmit with
+        # skb->dev already the yogurt side: on both ends of both phones.
+        for name, phone in phones.items():
+            ends = {(d["end"], d["ifname"]) for d in phone["drops"] if d["hook"] == "primary" and d["side"] == "cont"
+                    and d["reason"] == "NOT_SPECIFIED" and d["location"].startswith("netkit_xmit") and d["count"] > 0}
+            assert ends == {(i, e["cont_ifname"]) for i, e in enumerate(next(p for p in PHONES if p["name"] == name)["ends"])}, \
+                (flavor, name, phone["drops"])
+        assert trace["reason_names"].startswith(("/sys/kernel", "BTF")), trace
+        assert "kernel drop: phone, end 0, host side yg1-host" in res["msg"], res["msg"]
 
 
 def test_teardown_leaves_nothing(story):
