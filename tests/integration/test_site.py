@@ -313,4 +313,4 @@ def test_the_role_runs_one_module_process_per_host(sandbox, tmp_path):
     quiet, started = modules_of(yogurt_phone_call=False)
     assert len(started) == 1 and recap(quiet.stdout)["changed"] == 0, (started, quiet.stdout[-4000:])
     assert "injection refused" not in quiet.stdout and "ping 3/3" not in quiet.stdout, quiet.stdout[-4000:]
-    assert "backend auto picks veth" in quiet.stdout, quiet.stdout[-4000:]  # the report's line without a call
+    assert f"localhost {sandbox.prefix}-p0: auto" in quiet.stdout, quiet.stdout[-4000:]  # the backend line, no call

@@ -12,7 +12,7 @@ PRELUDE = (
     "sys.path.insert(0, %r)\n"
     "class Module:\n"
     "    def fail_json(self, **kw):\n"
-    "        print(repr(kw['msg'])); print(bool(kw.get('exception'))); raise SystemExit(1)\n"
+    "        print(kw['msg']); print(bool(kw.get('exception'))); raise SystemExit(1)\n"
 ) % str(ROOT / ".ansible" / "collections")
 
 
@@ -28,7 +28,7 @@ def test_missing_pyroute2_fails_the_module_with_the_sentence():
                 "dep.assert_required_pyroute2(Module())\n")
     assert proc.returncode == 1, proc.stderr
     msg, has_traceback = proc.stdout.splitlines()
-    assert msg.startswith("'pyroute2 is missing on this host (") and "run the yogurt.phone.bpf_toolchain role" in msg
+    assert msg.startswith("pyroute2 is missing on this host (") and "run the yogurt.phone.bpf_toolchain role" in msg
     assert "python3-pyroute2" in msg and "pip install 'pyroute2>=0.9'" in msg
     assert has_traceback == "True"
 
