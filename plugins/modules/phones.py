@@ -114,9 +114,10 @@ options:
   call:
     description:
       - After converging, place a test call through every present phone in this same module
-        run, exactly as the M(yogurt.phone.call) module does with O(yogurt.phone.call#module:fail_on_failure=false):
-        a failed check does not fail this module; RV(call) reports it, and a later task
-        decides (what the C(yogurt.phone.yogurt_phone) role does, so the summary is printed first).
+        run, exactly as the M(yogurt.phone.call) module does with
+        O(yogurt.phone.call#module:fail_on_failure=false). A failed check does not fail this
+        module; RV(call) reports it, and a later task decides (what the
+        C(yogurt.phone.yogurt_phone) role does, so that the summary is printed first).
       - Never in check mode (the phones may not exist yet); RV(call.skipped) says so.
       - The call changes nothing, so it never makes the task V(changed).
     type: dict
