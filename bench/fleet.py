@@ -24,8 +24,10 @@ measured, not guessed.
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import pstats
 import re
 import shutil
 import statistics
@@ -107,8 +109,19 @@ def _seconds(text):
     return int(minutes) * 60 + float(secs)
 
 
-def playbook(inventory, forks, timing_path, strategy=None):
-    """One `ansible-playbook site.yml --tags phones -f forks`: (wall s, tree CPU s, stdout, recap)."""
+FLOOR_PLAY = """---
+- name: The harness's floor, one trivial module task per host
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: Ping
+      ansible.builtin.ping:
+"""
+
+
+def playbook(inventory, forks, timing_path, strategy=None, play=None):
+    """One `ansible-playbook site.yml --tags phones -f forks` (or `play`, a playbook path, with no
+    tags): (wall s, tree CPU s, stdout, recap)."""
     env = dict(os.environ, ANSIBLE_CONFIG=str(common.ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
                ANSIBLE_DEPRECATION_WARNINGS="0", ANSIBLE_LOCALHOST_WARNING="0",
                ANSIBLE_CALLBACK_PLUGINS=str(common.BENCH / "callback_plugins"),
@@ -116,8 +129,8 @@ def playbook(inventory, forks, timing_path, strategy=None):
                PATH=f"{common.ROOT / '.venv' / 'bin'}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}")
     if strategy:
         env["ANSIBLE_STRATEGY"] = strategy
-    argv = [str(common.ROOT / ".venv" / "bin" / "ansible-playbook"), "-i", str(inventory), "-f", str(forks),
-            "site.yml", "--tags", "phones"]
+    argv = [str(common.ROOT / ".venv" / "bin" / "ansible-playbook"), "-i", str(inventory), "-f", str(forks)]
+    argv += [str(play)] if play else ["site.yml", "--tags", "phones"]
     out_path = timing_path.with_suffix(".out")
     with open(out_path, "w", encoding="utf-8") as out:
         start = time.monotonic()
@@ -150,10 +163,10 @@ def _tasks(timing_path):
     return rows
 
 
-def one_run(step, count, inventory, hosts, workdir, strategy=None):
+def one_run(step, count, inventory, hosts, workdir, strategy=None, play=None):
     load_before = os.getloadavg()
     timing = workdir / f"timing-{step}-{count}.json"
-    wall, cpu, text, recap = playbook(inventory, count, timing, strategy)
+    wall, cpu, text, recap = playbook(inventory, count, timing, strategy, play)
     modules = _module_log(hosts)
     missing = sorted(set(h["name"] for h in hosts) - set(recap))
     if missing or any(r["failed"] or r["unreachable"] for r in recap.values()):
@@ -184,6 +197,11 @@ def one_count(count, workdir, log, strategy=None):
     hosts_dir.mkdir(exist_ok=True)
     inventory, hosts = make_hosts(count, hosts_dir)
     row = {"hosts": count}
+    # The harness's own floor at this host count: one ansible.builtin.ping task per host, the
+    # same hosts, forks and callback. What is left of the targets for the role is above it.
+    play = hosts_dir / "floor.yml"
+    play.write_text(FLOOR_PLAY)
+    row["floor"] = one_run("floor", count, inventory, hosts, hosts_dir, strategy, play=play)
     row["converge"] = one_run("converge", count, inventory, hosts, hosts_dir, strategy)
     if row["converge"]["changed_hosts"] != count or row["converge"]["calls_passed"] < count:
         raise RuntimeError(f"fleet converge: {row['converge']['changed_hosts']} of {count} hosts changed, "
@@ -197,6 +215,9 @@ def one_count(count, workdir, log, strategy=None):
         if os.path.isdir("/run/netns") else False
     row["teardown_s"] = teardown(hosts)
     c, n = row["converge"], row["noop"]
+    f = row["floor"]
+    log(f"fleet: {count} hosts: harness floor (one ansible.builtin.ping task) {f['wall_s']:.1f} s (load "
+        f"{f['load_before'][0]:.1f}; CPU controller {f['controller_cpu_s']:.1f} s, modules {f['module_cpu_s']:.1f} s)")
     log(f"fleet: {count} hosts: converge {c['wall_s']:.1f} s ({c['per_host_s']:.2f} s/host, load "
         f"{c['load_before'][0]:.1f}), no-op {n['wall_s']:.1f} s ({n['per_host_s']:.2f} s/host); "
         f"{c['modules_per_host']:.0f} module processes per host; CPU controller {c['controller_cpu_s']:.1f} s, "
@@ -238,6 +259,43 @@ def module_floor(workdir, runs=3):
             "wall_s": statistics.median(w for w, _c, _rc in measured), "runs": len(measured)}
 
 
+def profile_host(workdir, outdir):
+    """One host's module run as the role makes it (compile, converge, call of the default-shaped
+    phone), converge and no-op re-run, under cProfile: profile-fleet-<step>.pstats/.txt in
+    `outdir`. Returns {step: top functions} (provision._top_own)."""
+    import provision  # pylint: disable=import-outside-toplevel
+
+    prefix = common.new_prefix()
+    sandbox = common.CLEANUP.add_netns(f"{prefix}-sbx")
+    phone = common.phone_spec(prefix, 0)
+    common.CLEANUP.netns.extend(e["netns"] for e in phone["ends"])
+    common.CLEANUP.callbacks.append(lambda: common.phones_module(sandbox, {"phones": [], "exclusive": True}, workdir))
+    sources = {n: (common.ROOT / "bpf" / n).read_text() for n in ("wire.h", "wire_veth.bpf.c", "wire_netkit.bpf.c")}
+    args = {"phones": [phone], "compile": {"sources": sources, "dest": str(workdir / "fleet-profile-bpf")},
+            "call": {"host": "profile"}}
+    tops = {}
+    for step in ("converge", "noop"):
+        path = outdir / f"profile-fleet-{step}.pstats"
+        _wall, result = common.phones_module(sandbox, args, workdir, profile=path)
+        if not result.get("call", {}).get("ok"):
+            raise RuntimeError(f"fleet profile: the call failed: {result.get('call')}")
+        text = io.StringIO()
+        stats = pstats.Stats(str(path), stream=text)
+        stats.sort_stats("cumulative").print_stats(30)
+        stats.sort_stats("tottime").print_stats(15)
+        (outdir / f"profile-fleet-{step}.txt").write_text(text.getvalue())
+        tops[step] = provision._top_own(stats)  # pylint: disable=protected-access
+    common.phones_module(sandbox, {"phones": [], "exclusive": True}, workdir)
+    return tops
+
+
+def _falls_short(rows):
+    ref = rows[-1]
+    scale = ref["hosts"] / 50
+    return (ref["converge"]["wall_s"] > TARGETS["converge_50_s"] * scale
+            or ref["noop"]["wall_s"] > TARGETS["noop_50_s"] * scale)
+
+
 def run_fleet(cfg, workdir, log):
     with common.scope():
         floor = module_floor(workdir)
@@ -247,5 +305,11 @@ def run_fleet(cfg, workdir, log):
     for count in cfg["hosts"]:
         with common.scope():
             rows.append(one_count(count, workdir, log, cfg.get("strategy")))
-    return {"rows": rows, "targets": TARGETS, "cpus": os.cpu_count(), "strategy": cfg.get("strategy") or "linear",
-            "module_floor": floor}
+    out = {"rows": rows, "targets": TARGETS, "cpus": os.cpu_count(), "strategy": cfg.get("strategy") or "linear",
+           "module_floor": floor}
+    if rows and _falls_short(rows):  # where one host's module time goes, before optimising more
+        with common.scope():
+            out["profile"] = profile_host(workdir, workdir.parent)
+        log("fleet: a target falls short: one host's module run profiled into "
+            f"{workdir.parent}/profile-fleet-{{converge,noop}}.txt")
+    return out

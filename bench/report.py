@@ -259,12 +259,14 @@ def fleet_markdown(fl):
              "reached through a local connection whose interpreter enters it; the role's default phone on each; "
              f"`ansible-playbook -f N site.yml --tags phones`, strategy {fl.get('strategy', 'linear')}, the call "
              "included; seconds; load = 1-minute load average before the run):", "",
-             "| hosts | converge | s/host | load | no-op re-run | s/host | load | module processes/host | "
-             "CPU controller / modules (converge) | CPU controller / modules (no-op) |",
-             "| --- |" + " --- |" * 9]
+             "| hosts | harness floor (1 ping task) | load | converge | s/host | load | no-op re-run | s/host | load "
+             "| module processes/host | CPU controller / modules (converge) | CPU controller / modules (no-op) |",
+             "| --- |" + " --- |" * 11]
     for r in fl["rows"]:
         c, o = r["converge"], r["noop"]
-        lines.append(f"| {r['hosts']} | {c['wall_s']:.1f} | {c['per_host_s']:.2f} | {c['load_before'][0]:.1f} | "
+        f = r.get("floor")
+        floor = f"{f['wall_s']:.1f} | {f['load_before'][0]:.1f}" if f else "- | -"
+        lines.append(f"| {r['hosts']} | {floor} | {c['wall_s']:.1f} | {c['per_host_s']:.2f} | {c['load_before'][0]:.1f} | "
                      f"{o['wall_s']:.1f} | {o['per_host_s']:.2f} | {o['load_before'][0]:.1f} | "
                      f"{c['modules_per_host']:.0f} | {c['controller_cpu_s']:.1f} / {c['module_cpu_s']:.1f} s | "
                      f"{o['controller_cpu_s']:.1f} / {o['module_cpu_s']:.1f} s |")

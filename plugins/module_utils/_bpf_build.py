@@ -15,6 +15,7 @@ names may change in any release.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import platform
@@ -87,6 +88,32 @@ def run_build(plan, run_command=None):
             raise BuildError(f"clang failed on {name} (hash {plan['hash']}): {err.strip()[-2000:]}")
         os.replace(tmp, obj)
     return plan["objects"]
+
+
+def converge_build(sources, programs, dest, clang="clang", cflags=(), check_mode=False, run=None,
+                   run_command=None, diff=False):
+    """What the bpf_compile module does, for any module that compiles (the phones module too).
+
+    Compiles the objects that are missing (once per distinct source: the hash names them) and
+    removes objects of older hashes of the same programs. Returns {'changed', 'objects',
+    'hash', 'removed'} plus 'diff' (object paths before and after) when `diff`. In check mode
+    nothing is written; 'changed' says whether a compile or a removal would happen.
+    `run` runs clang --version and -print-multiarch; `run_command` the compiles.
+    """
+    plan = plan_build(sources, programs, dest, clang, cflags, run=run)
+    old = sorted(f for stem in plan["objects"] for f in glob.glob(os.path.join(dest, f"{stem}-*.o"))
+                 if f not in plan["objects"].values())
+    missing = [path for path in plan["objects"].values() if not os.path.exists(path)]
+    changed = bool(missing or old)
+    if changed and not check_mode:
+        run_build(plan, run_command)
+        for path in old:
+            os.unlink(path)
+    result = {"changed": changed, "objects": plan["objects"], "hash": plan["hash"], "removed": old}
+    if diff:
+        result["diff"] = {"before": {"objects": sorted(set(plan["objects"].values()) - set(missing)) + old},
+                          "after": {"objects": sorted(plan["objects"].values())}}
+    return result
 
 
 def build_files(paths, programs, dest, clang="clang", cflags=()):

@@ -46,6 +46,7 @@ import time
 
 from ansible_collections.yogurt.phone.plugins.module_utils import _bpf as bpf
 from ansible_collections.yogurt.phone.plugins.module_utils import _wire as wire
+from ansible_collections.yogurt.phone.plugins.module_utils._netlink import default_gateways, neighbour_entries, read_namespace
 from ansible_collections.yogurt.phone.plugins.module_utils._netns import NetnsError, enter_netns, in_netns
 
 ETH_P_ALL = 0x0003
@@ -517,55 +518,48 @@ def ifindexes_of(ifnames):
     return found
 
 
-def host_view(ipr, host_ifnames):
+def host_view(host_ifnames):
     """What the host namespace looks like to a forger: {4: [addresses], 6: [...], 'gateway': {4: ip, 6: ip}}.
 
     Only the host's own addresses (never routed off: they are delivered locally) and its
-    default gateways (claimed, never sent to) are used.
+    default gateways (claimed, never sent to) are used. Read with the raw rtnetlink reader.
     """
     view = {4: [], 6: [], "gateway": {}}
     own = ifindexes_of(host_ifnames)
-    for msg in ipr.get_addr():
-        if msg["index"] in own:
+    for dev in read_namespace().values():
+        if dev["index"] in own:
             continue
-        ip = ipaddress.ip_address(msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS"))
-        if ip.is_loopback or ip.is_link_local or ip.is_multicast:
-            continue
-        view[ip.version].append(str(ip))
-    for family, version in ((socket.AF_INET, 4), (socket.AF_INET6, 6)):
-        try:
-            for route in ipr.get_routes(family=family, table=254):
-                if route["dst_len"] == 0 and route.get_attr("RTA_GATEWAY"):
-                    view["gateway"].setdefault(version, route.get_attr("RTA_GATEWAY"))
-        except Exception:  # pylint: disable=broad-except
-            pass
+        for cidr in dev["addresses"]:
+            ip = ipaddress.ip_interface(cidr).ip
+            if ip.is_loopback or ip.is_link_local or ip.is_multicast:
+                continue
+            view[ip.version].append(str(ip))
+    try:
+        view["gateway"].update(default_gateways())
+    except Exception:  # pylint: disable=broad-except
+        pass
     return view
 
 
-def neighbours(ipr, ifindexes, ips, macs):
+def neighbours(ifindexes, ips, macs):
     """The host's neighbour entries that a forged frame could have made or changed."""
-    found = set()
-    for msg in ipr.get_neighbours():
-        dst = msg.get_attr("NDA_DST")
-        mac = (msg.get_attr("NDA_LLADDR") or "").lower()
-        if msg["ifindex"] in ifindexes or dst in ips or mac in macs:
-            found.add((msg["ifindex"], dst, mac))
-    return found
+    return {(ifindex, dst, mac) for ifindex, dst, mac in neighbour_entries()
+            if ifindex in ifindexes or dst in ips or mac in macs}
 
 
-def run_reverse(phone, ipr, frames=4, wait=0.25):
+def run_reverse(phone, frames=4, wait=0.25):
     """Every yogurt -> host attempt of one phone; a list of check dicts."""
     marker = new_marker()
     ends = phone["ends"]
     host_ifnames = [e["host_ifname"] for e in ends]
-    view = host_view(ipr, host_ifnames)
+    view = host_view(host_ifnames)
     versions = sorted({ipaddress.ip_interface(a).version for e in ends for a in e["addresses"]})
     listeners = _Listeners(None, host_ifnames, versions)
     claims = {v: (view["gateway"].get(v) or (view[v][0] if view[v] else FORGED_IP[v])) for v in (4, 6)}
     ifindexes = ifindexes_of(host_ifnames)
     forged_mac = ":".join(f"{b:02x}" for b in FORGED_MAC)
     ips = set(claims.values()) | set(FORGED_IP.values())
-    before = neighbours(ipr, ifindexes, ips, {forged_mac})
+    before = neighbours(ifindexes, ips, {forged_mac})
     checks = []
     try:
         for end_index, end in enumerate(ends):
@@ -578,7 +572,7 @@ def run_reverse(phone, ipr, frames=4, wait=0.25):
             check["reached_udp"] = udp.get(index, 0)
     finally:
         listeners.close()
-    after = neighbours(ipr, ifindexes, ips, {forged_mac})
+    after = neighbours(ifindexes, ips, {forged_mac})
     for check in checks:
         _judge_reverse(check)
     checks.append(neighbour_check(before, after))
@@ -686,7 +680,7 @@ class _stage:  # pylint: disable=invalid-name
         return True
 
 
-def call_phone(phone, count=3, injection=True, reverse=True, frames=4, wait=0.25, ipr=None, wire_state=None):
+def call_phone(phone, count=3, injection=True, reverse=True, frames=4, wait=0.25, wire_state=None):
     """Run the whole call for one normalized phone; returns a result dict with ok True/False."""
     ends = phone["ends"]
     checks = []
@@ -713,12 +707,50 @@ def call_phone(phone, count=3, injection=True, reverse=True, frames=4, wait=0.25
                                 f"{end['cont_ifname']})"):
                 checks.extend(inject_matrix(end, phone_name=phone["name"], frames=frames, wait=wait, marker=marker,
                                             end_index=end_index))
-    if reverse and ipr is not None:
+    if reverse:
         with _stage(checks, "reverse attempts from the yogurts"):
-            checks.extend(run_reverse(phone, ipr, frames=frames, wait=wait))
+            checks.extend(run_reverse(phone, frames=frames, wait=wait))
     result = {"name": phone["name"], "ok": all(c["ok"] for c in checks), "checks": checks}
     result.update(wire_state or {})
     return result
+
+
+def wire_state(phone, kernel):
+    """backend, attach_mode and reason of a phone, read from its pinned wire."""
+    try:
+        info = wire.read_wire(phone["name"])
+    except Exception:  # pylint: disable=broad-except
+        info = {}
+    backend, mode = info.get("backend"), info.get("attach_mode")
+    return {"backend": backend, "attach_mode": mode,
+            "reason": backend_reason(phone.get("backend"), backend, kernel, mode)}
+
+
+def place_calls(phones, host=None, count=3, injection=True, reverse=True, frames=4, wait=0.25):
+    """The call of every present phone of a host, as the call module returns it (without 'changed').
+
+    {'ok', 'calls', 'summary', 'failures'}: one call dict and one summary line per phone (each
+    line led by `host`), and one failure line per failed check. A broken phone (a device or
+    namespace gone) is a failed check, not an exception.
+    """
+    kernel = short_kernel()
+    calls = []
+    for phone in phones:
+        if phone.get("state", "present") != "present":
+            continue
+        state = wire_state(phone, kernel)
+        try:
+            calls.append(call_phone(phone, count=count, injection=injection, reverse=reverse, frames=frames,
+                                    wait=wait, wire_state=state))
+        except Exception as exc:  # pylint: disable=broad-except
+            calls.append(dict(state, name=phone["name"], ok=False, checks=[
+                {"kind": "error", "check": "call", "ok": False, "detail": f"{type(exc).__name__}: {exc}"}]))
+    prefix = f"{host} " if host else ""
+    failures = []
+    for call in calls:
+        call["summary"] = prefix + summary_line(call)
+        failures.extend(failure_lines(call, host=host))
+    return {"ok": not failures, "calls": calls, "summary": [c["summary"] for c in calls], "failures": failures}
 
 
 # ---------------------------------------------------------------- what a person reads

@@ -35,6 +35,7 @@ import uuid
 from ansible_collections.yogurt.phone.plugins.module_utils._netlink import (
     add_address,
     addr_gen_mode_spec,
+    create_link_raw,
     delete_address,
     ipr_in,
     is_link_local6,
@@ -54,13 +55,7 @@ from ansible_collections.yogurt.phone.plugins.module_utils._netns import (
     netns_path,
 )
 from ansible_collections.yogurt.phone.plugins.module_utils._phone_model import ifname_problem, netns_problem
-from ansible_collections.yogurt.phone.plugins.module_utils._pyroute2_dep import (
-    HAS_PYROUTE2,
-    NetlinkError,
-    ifinfbase,
-    missing_pyroute2_message,
-    nla,
-)
+from ansible_collections.yogurt.phone.plugins.module_utils import _pyroute2_dep as pyroute2_dep
 
 KIND = "netkit"
 
@@ -117,47 +112,66 @@ def no_netkit_message(release=None):
 # The pyroute2 link kind
 # ---------------------------------------------------------------------------------------
 
-if HAS_PYROUTE2:
-    class NetkitPeerInfo(ifinfbase, nla):  # pylint: disable=duplicate-bases  # both are None to pylint where pyroute2 is missing
-        """IFLA_NETKIT_PEER_INFO: a whole ifinfomsg (header fields + IFLA_* attributes)."""
-
-    class NetkitData(nla):
-        """IFLA_INFO_DATA of kind netkit."""
-
-        prefix = "IFLA_NETKIT_"
-        nla_map = (
-            ("IFLA_NETKIT_UNSPEC", "none"),
-            ("IFLA_NETKIT_PEER_INFO", "peer_info"),
-            ("IFLA_NETKIT_PRIMARY", "uint8"),
-            ("IFLA_NETKIT_POLICY", "uint32"),
-            ("IFLA_NETKIT_PEER_POLICY", "uint32"),
-            ("IFLA_NETKIT_MODE", "uint32"),
-            ("IFLA_NETKIT_SCRUB", "uint32"),
-            ("IFLA_NETKIT_PEER_SCRUB", "uint32"),
-            ("IFLA_NETKIT_HEADROOM", "uint16"),
-            ("IFLA_NETKIT_TAILROOM", "uint16"),
-        )
-
-        @staticmethod
-        def peer_info(nla, *argv, **kwarg):  # pylint: disable=unused-argument
-            return NetkitPeerInfo
-
+_kind_classes = {}
 _registered = False
 _register_lock = threading.Lock()
+
+
+def netkit_kind_classes():
+    """{'NetkitData', 'NetkitPeerInfo'}: the pyroute2 classes of the netkit kind, built on first use
+    (their bases are pyroute2's, and importing pyroute2 is most of a module's start-up)."""
+    with _register_lock:
+        if not _kind_classes:
+            names = pyroute2_dep.require()
+
+            class NetkitPeerInfo(names.ifinfbase, names.nla):
+                """IFLA_NETKIT_PEER_INFO: a whole ifinfomsg (header fields + IFLA_* attributes)."""
+
+            class NetkitData(names.nla):
+                """IFLA_INFO_DATA of kind netkit."""
+
+                prefix = "IFLA_NETKIT_"
+                nla_map = (
+                    ("IFLA_NETKIT_UNSPEC", "none"),
+                    ("IFLA_NETKIT_PEER_INFO", "peer_info"),
+                    ("IFLA_NETKIT_PRIMARY", "uint8"),
+                    ("IFLA_NETKIT_POLICY", "uint32"),
+                    ("IFLA_NETKIT_PEER_POLICY", "uint32"),
+                    ("IFLA_NETKIT_MODE", "uint32"),
+                    ("IFLA_NETKIT_SCRUB", "uint32"),
+                    ("IFLA_NETKIT_PEER_SCRUB", "uint32"),
+                    ("IFLA_NETKIT_HEADROOM", "uint16"),
+                    ("IFLA_NETKIT_TAILROOM", "uint16"),
+                )
+
+                @staticmethod
+                def peer_info(nla, *argv, **kwarg):  # pylint: disable=unused-argument
+                    return NetkitPeerInfo
+
+            _kind_classes.update(NetkitData=NetkitData, NetkitPeerInfo=NetkitPeerInfo)
+        return dict(_kind_classes)
+
+
+def __getattr__(name):
+    # NetkitData and NetkitPeerInfo, as module attributes, built on first access.
+    if name in ("NetkitData", "NetkitPeerInfo"):
+        return netkit_kind_classes()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def register_netkit_kind(ipr):
     """Teach pyroute2 the netkit kind (process-wide; later calls do nothing)."""
     global _registered
+    data = netkit_kind_classes()["NetkitData"]
     with _register_lock:
         if not _registered:
-            ipr.register_link_kind(module={KIND: NetkitData})
+            ipr.register_link_kind(module={KIND: data})
             _registered = True
 
 
 def _require_pyroute2():
-    if not HAS_PYROUTE2:
-        raise NetkitError(missing_pyroute2_message())
+    if not pyroute2_dep.has_pyroute2():
+        raise NetkitError(pyroute2_dep.missing_pyroute2_message())
 
 
 @contextlib.contextmanager
@@ -374,10 +388,21 @@ def _probe():
     except NetnsError as exc:
         raise NetkitError(f"probing netkit support: could not make a scratch namespace: {exc}") from None
     try:
+        # First with the raw reader's one request (no pyroute2): a kernel without netkit
+        # answers EOPNOTSUPP, and the probe is done without importing pyroute2.
+        try:
+            create_link_raw("probe-kind", KIND, scratch)
+        except OSError as exc:
+            if exc.errno == errno.EOPNOTSUPP:
+                text = getattr(exc, "ext_ack", None)
+                reason = os.strerror(exc.errno)
+                facts["detail"] = f"creating a netkit device failed: {reason} ({text})" if text and text != reason \
+                    else f"creating a netkit device failed: {reason}"
+                return facts
         with _rtnl(scratch) as ipr:
             try:
                 ipr.link("add", **create_request(want))
-            except NetlinkError as exc:
+            except pyroute2_dep.NetlinkError as exc:
                 if exc.code == errno.EOPNOTSUPP:
                     facts["detail"] = f"creating a netkit device failed: {netlink_text(exc)}"
                     return facts
@@ -637,7 +662,7 @@ def converge_netkit(spec, check_mode, recreate=False):
     host = want["host_ifname"]
     try:
         return _converge(want, check_mode, recreate)
-    except NetlinkError as exc:
+    except pyroute2_dep.NetlinkError as exc:
         raise _netlink_error(host, exc) from None
 
 
@@ -736,7 +761,7 @@ def _step(host, description, func, *args, **kwargs):
     """Run one change; a kernel refusal names the change it refused."""
     try:
         return func(*args, **kwargs)
-    except NetlinkError as exc:
+    except pyroute2_dep.NetlinkError as exc:
         raise NetkitError(f"netkit pair {host}: {description}: {netlink_text(exc)}") from None
 
 
@@ -773,7 +798,7 @@ def remove_netkit(host_ifname, check_mode):
             actions.append(f"delete netkit pair {host_ifname} / {pair['peer_ifname']}")
             if not check_mode:
                 _delete(host_ifname)
-    except NetlinkError as exc:
+    except pyroute2_dep.NetlinkError as exc:
         raise _netlink_error(host_ifname, exc) from None
     return {"changed": bool(actions), "before": before, "after": _absent_state(), "actions": actions,
             "netkit": dict(_absent_state(), host_ifname=host_ifname), "warnings": []}

@@ -10,7 +10,8 @@ file. Every reader takes an IPRoute socket; a socket works in the namespace it w
 in, so open it with open_ipr(netns) to work on a yogurt. Nothing here reads
 /sys/class/net (a sandboxed test runs under nsenter, where /sys belongs to another
 namespace). Low-level calls raise pyroute2's NetlinkError; the *_device/*_link helpers
-that name what they do raise LinkError with that sentence.
+that name what they do raise LinkError with that sentence. pyroute2 is imported when the
+first IPRoute socket opens (_pyroute2_dep); the raw readers below never need it.
 
 PRIVATE to the yogurt.phone collection (like community.crypto's module_utils): no public API,
 names may change in any release.
@@ -26,7 +27,7 @@ import socket
 import struct
 
 from ansible_collections.yogurt.phone.plugins.module_utils._netns import IFF_UP, in_netns
-from ansible_collections.yogurt.phone.plugins.module_utils._pyroute2_dep import IPRoute, NetlinkError
+from ansible_collections.yogurt.phone.plugins.module_utils import _pyroute2_dep as pyroute2_dep
 
 IFA_F_NODAD = 0x02
 ADDR_GEN_MODE_NONE = 1
@@ -43,7 +44,7 @@ class LinkError(Exception):
 def open_ipr(netns=None):
     """An IPRoute socket in the current namespace, or in named namespace `netns`."""
     with in_netns(netns):
-        return IPRoute(ext_ack=True)
+        return pyroute2_dep.require().IPRoute(ext_ack=True)
 
 
 class LazyIPR:
@@ -85,7 +86,7 @@ def netlink_text(exc):
 def netlink_errors(what):
     try:
         yield
-    except NetlinkError as exc:
+    except pyroute2_dep.NetlinkError as exc:
         raise LinkError(f"{what}: {exc}") from None
 
 
@@ -124,7 +125,7 @@ def read_link(ipr, ifname=None, index=None, decode_data=None):
     """decode_link() of one device by name or index, or None if there is no such device."""
     try:
         msgs = ipr.link("get", ifname=ifname) if ifname is not None else ipr.link("get", index=index)
-    except NetlinkError as exc:
+    except pyroute2_dep.NetlinkError as exc:
         if exc.code == errno.ENODEV:
             return None
         raise
@@ -162,7 +163,9 @@ _IFINFOMSG = struct.Struct("=BxHiII")
 _IFADDRMSG = struct.Struct("=BBBBI")
 _RTA = struct.Struct("=HH")
 _RTM_NEWLINK, _RTM_GETLINK, _RTM_NEWADDR, _RTM_GETADDR = 16, 18, 20, 22
-_NLM_F_REQUEST, _NLM_F_DUMP = 0x1, 0x300
+_NLM_F_REQUEST, _NLM_F_ACK, _NLM_F_DUMP, _NLM_F_EXCL, _NLM_F_CREATE = 0x1, 0x4, 0x300, 0x200, 0x400
+_NLM_F_CAPPED, _NLM_F_ACK_TLVS = 0x100, 0x200  # in the flags of an error message
+_SOL_NETLINK, _NETLINK_CAP_ACK, _NETLINK_EXT_ACK = 270, 10, 11
 _NLMSG_ERROR, _NLMSG_DONE = 2, 3
 _IFLA = {1: "mac", 3: "ifname", 4: "mtu", 5: "link_index", 18: "linkinfo", 26: "af_spec", 37: "link_netnsid",
          43: "xdp"}
@@ -184,19 +187,47 @@ def _u32(blob):
     return struct.unpack_from("=I", blob)[0]
 
 
-def _rtnl(request_type, payload, netns=None, dump=True):
-    """The payloads (type, bytes) of the answers to one rtnetlink request, in `netns`."""
+class RawNetlinkError(OSError):
+    """An rtnetlink request of the raw reader failed: errno, strerror, and `ext_ack`, the
+    kernel's extended-ack message (NETLINK_EXT_ACK: 'Unknown device type'), or None."""
+
+    def __init__(self, code, ext_ack=None):
+        super().__init__(code, os.strerror(code))
+        self.ext_ack = ext_ack
+
+
+def _ext_ack(flags, body):
+    """NLMSGERR_ATTR_MSG of an error message (the request is capped: NETLINK_CAP_ACK), or None."""
+    if not flags & _NLM_F_ACK_TLVS:
+        return None
+    offset = 4 + _NLMSG_HDR.size
+    if not flags & _NLM_F_CAPPED:
+        offset = 4 + _NLMSG_HDR.unpack_from(body, 4)[0]
+    text = _attrs(body, (offset + 3) & ~3, len(body)).get(1)  # NLMSGERR_ATTR_MSG
+    return text.split(b"\0", 1)[0].decode(errors="replace") if text else None
+
+
+def _rtnl(request_type, payload, netns=None, dump=True, flags=0):
+    """The payloads (type, bytes) of the answers to one rtnetlink request, in `netns`.
+
+    A failed request raises RawNetlinkError (an OSError) with the kernel's extended ack.
+    """
     with in_netns(netns):
         sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE)
     try:
-        flags = _NLM_F_REQUEST | (_NLM_F_DUMP if dump else 0)
+        for option in (_NETLINK_EXT_ACK, _NETLINK_CAP_ACK):
+            try:
+                sock.setsockopt(_SOL_NETLINK, option, 1)
+            except OSError:  # a kernel older than 4.12: errors without their message
+                pass
+        flags |= _NLM_F_REQUEST | (_NLM_F_DUMP if dump else 0)
         sock.send(_NLMSG_HDR.pack(_NLMSG_HDR.size + len(payload), request_type, flags, 1, 0) + payload)
         messages = []
         while True:
             data = sock.recv(1 << 20)
             offset = 0
             while offset + _NLMSG_HDR.size <= len(data):
-                length, kind, _flags, _seq, _pid = _NLMSG_HDR.unpack_from(data, offset)
+                length, kind, msg_flags, _seq, _pid = _NLMSG_HDR.unpack_from(data, offset)
                 if length < _NLMSG_HDR.size:
                     return messages
                 body = data[offset + _NLMSG_HDR.size:offset + length]
@@ -206,7 +237,7 @@ def _rtnl(request_type, payload, netns=None, dump=True):
                 if kind == _NLMSG_ERROR:
                     code = -struct.unpack_from("=i", body)[0]
                     if code:
-                        raise OSError(code, os.strerror(code))
+                        raise RawNetlinkError(code, _ext_ack(msg_flags, body))
                     return messages
                 messages.append((kind, body))
             if not dump:
@@ -252,6 +283,20 @@ def _decode_link_raw(body):
         "addresses": [],
         "xdp": xdp,
     }
+
+
+def _rta(kind, payload):
+    return _RTA.pack(4 + len(payload), kind) + payload + b"\0" * (-len(payload) % 4)
+
+
+def create_link_raw(ifname, kind, netns=None):
+    """Create device `ifname` of link kind `kind` with the kernel's defaults in `netns` (raw: no
+    pyroute2). Raises RawNetlinkError: EOPNOTSUPP with ext_ack 'Unknown device type' when the
+    kernel has no such kind (what a probe asks)."""
+    linkinfo = _rta(1, kind.encode() + b"\0")  # IFLA_INFO_KIND
+    payload = (_IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + _rta(3, ifname.encode() + b"\0")  # IFLA_IFNAME
+               + _rta(18 | 0x8000, linkinfo))  # IFLA_LINKINFO, nested
+    _rtnl(_RTM_NEWLINK, payload, netns, dump=False, flags=_NLM_F_ACK | _NLM_F_CREATE | _NLM_F_EXCL)
 
 
 def read_namespace(netns=None):
@@ -488,10 +533,44 @@ def routes_by_device(netns=None):
     return routes
 
 
+def default_gateways(netns=None):
+    """{4: ip, 6: ip}: the gateway of the first default route of the main table per family (one dump each)."""
+    found = {}
+    for family, version in ((socket.AF_INET, 4), (socket.AF_INET6, 6)):
+        try:
+            answers = _rtnl(_RTM_GETROUTE, _RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0), netns)
+        except OSError:  # a kernel without the family (no IPv6): no gateway of that family
+            continue
+        for _kind, body in answers:
+            got_family, dst_len, _src_len, _tos, table, _proto, _scope, _type, _flags = _RTMSG.unpack_from(body)
+            raw = _attrs(body, _RTMSG.size, len(body))
+            table = _u32(raw[15]) if 15 in raw else table  # RTA_TABLE
+            if got_family == family and dst_len == 0 and table == 254 and 5 in raw:  # RTA_GATEWAY
+                found.setdefault(version, socket.inet_ntop(family, raw[5]))
+    return found
+
+
+_NDMSG = struct.Struct("=BxxxiHBB")
+_RTM_GETNEIGH = 30
+
+
+def neighbour_entries(netns=None):
+    """Every neighbour entry of namespace `netns`: [(ifindex, dst ip or None, lladdr 'aa:bb:..' or '')] (one dump)."""
+    entries = []
+    for _kind, body in _rtnl(_RTM_GETNEIGH, _NDMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0), netns):
+        family, ifindex, _state, _flags, _type = _NDMSG.unpack_from(body)
+        raw = _attrs(body, _NDMSG.size, len(body))
+        dst = raw.get(1)  # NDA_DST
+        dst = socket.inet_ntop(family, dst) if dst and family in (socket.AF_INET, socket.AF_INET6) else None
+        mac = ":".join(f"{b:02x}" for b in raw[2]) if raw.get(2) else ""  # NDA_LLADDR
+        entries.append((ifindex, dst, mac))
+    return entries
+
+
 def delete_route(ipr, route):
     try:
         ipr.route("del", family=route["family"], dst=route["dst"], dst_len=route["dst_len"],
                   oif=route["oif"], table=route["table"], type=route["type"], scope=route["scope"])
-    except NetlinkError as exc:
+    except pyroute2_dep.NetlinkError as exc:
         if exc.code != errno.ESRCH:  # already gone (with its device or address) is what we want
             raise LinkError(f"removing route {route['text']}: {exc}") from None

@@ -46,7 +46,7 @@ from ansible_collections.yogurt.phone.plugins.module_utils._phone_model import (
     phone_name_problem,
 )
 from ansible_collections.yogurt.phone.plugins.module_utils._probes import tcx_errno
-from ansible_collections.yogurt.phone.plugins.module_utils._pyroute2_dep import HAS_PYROUTE2
+from ansible_collections.yogurt.phone.plugins.module_utils._pyroute2_dep import has_pyroute2
 
 PIN_ROOT = bpf.BPFFS + "/yogurt"   # the bpffs root of every phone: PIN_ROOT/<phone>/
 
@@ -239,7 +239,7 @@ def read_wire(phone, state=None):
                       "ifindex": info["ifindex"], "prog_id": info["prog_id"],
                       "program": info["prog"].get("name"), "defunct": info["ifindex"] == 0})
     filters = []
-    if HAS_PYROUTE2 and state["wires"] and not any(link["type"] in ("tcx", "netkit") for link in links):
+    if has_pyroute2() and state["wires"] and not any(link["type"] in ("tcx", "netkit") for link in links):
         with ipr_in() as ipr:
             for ifindex in sorted(state["wires"]):
                 with contextlib.suppress(Exception):
@@ -282,7 +282,7 @@ def attached_in_current_netns(phone):
             continue
         if attach_utils.link_attached(info, info["ifindex"], info["attach_type"]):
             return True
-    if HAS_PYROUTE2 and state["wires"]:
+    if has_pyroute2() and state["wires"]:
         with ipr_in() as ipr:
             for ifindex in state["wires"]:
                 with contextlib.suppress(Exception):
@@ -417,7 +417,7 @@ def _remove_legacy(run):
                 actions.append(f"detach {spot['pin']} ({spot['prog']}: the XDP guard replaces it)")
                 if not run.check_mode:
                     _detach_and_unpin(path)
-            if run.mode == "tc" and HAS_PYROUTE2:
+            if run.mode == "tc" and has_pyroute2():
                 actions.extend(_remove_legacy_filter(spot, run.check_mode))
     return actions
 
@@ -639,7 +639,7 @@ def _filters(run):
 
 def _remove_filters(phone, wires, ends, check_mode):
     """Detach our tc filters (tc mode) from the host sides and, given the ends, the yogurt sides."""
-    if not HAS_PYROUTE2:
+    if not has_pyroute2():
         return []
     spots = [(None, ifindex, f"ifindex {ifindex}") for ifindex in wires]
     for i, end in enumerate(ends or []):

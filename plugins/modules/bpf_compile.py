@@ -94,12 +94,9 @@ removed:
   elements: str
 """
 
-import glob
-import os
-
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.yogurt.phone.plugins.module_utils._bpf_build import BuildError, plan_build, run_build
+from ansible_collections.yogurt.phone.plugins.module_utils._bpf_build import BuildError, converge_build
 
 
 def main():
@@ -120,25 +117,11 @@ def main():
         return module.run_command(argv, handle_exceptions=False)
 
     try:
-        plan = plan_build(p["sources"], p["programs"], p["dest"], p["clang"], p["cflags"], run=run)
+        result = converge_build(p["sources"], p["programs"], p["dest"], p["clang"], p["cflags"],
+                                check_mode=module.check_mode, run=run, run_command=module.run_command,
+                                diff=module._diff)
     except BuildError as exc:
         module.fail_json(msg=str(exc))
-    stems = [stem for stem, _path in plan["objects"].items()]
-    old = sorted(f for stem in stems for f in glob.glob(os.path.join(p["dest"], f"{stem}-*.o"))
-                 if f not in plan["objects"].values())
-    missing = [path for path in plan["objects"].values() if not os.path.exists(path)]
-    changed = bool(missing or old)
-    if changed and not module.check_mode:
-        try:
-            run_build(plan, module.run_command)
-        except BuildError as exc:
-            module.fail_json(msg=str(exc))
-        for path in old:
-            os.unlink(path)
-    result = {"changed": changed, "objects": plan["objects"], "hash": plan["hash"], "removed": old}
-    if module._diff:
-        result["diff"] = {"before": {"objects": sorted(set(plan["objects"].values()) - set(missing)) + old},
-                          "after": {"objects": sorted(plan["objects"].values())}}
     module.exit_json(**result)
 
 

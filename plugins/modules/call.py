@@ -185,23 +185,9 @@ calls:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.yogurt.phone.plugins.module_utils._call import (
-    backend_reason, call_phone, failure_lines, short_kernel, summary_line)
-from ansible_collections.yogurt.phone.plugins.module_utils import _wire as wire
-from ansible_collections.yogurt.phone.plugins.module_utils._netlink import open_ipr
+from ansible_collections.yogurt.phone.plugins.module_utils._call import place_calls
 from ansible_collections.yogurt.phone.plugins.module_utils._phone_model import PhoneInputError, normalize_phones
 from ansible_collections.yogurt.phone.plugins.module_utils._pyroute2_dep import assert_required_pyroute2
-
-
-def wire_state(phone, kernel):
-    """backend, attach_mode and reason of a phone, read from its pinned wire."""
-    try:
-        info = wire.read_wire(phone["name"])
-    except Exception:  # pylint: disable=broad-except
-        info = {}
-    backend, mode = info.get("backend"), info.get("attach_mode")
-    return {"backend": backend, "attach_mode": mode,
-            "reason": backend_reason(phone.get("backend"), backend, kernel, mode)}
 
 
 def main():
@@ -226,34 +212,12 @@ def main():
     if module.check_mode:
         module.exit_json(changed=False, calls=[], summary=[], failures=[], skipped=True,
                          msg="check mode: no call placed")
-    kernel = short_kernel()
-    host = params["host"]
     assert_required_pyroute2(module)
-    ipr = open_ipr() if params["reverse"] else None
-    calls = []
-    try:
-        for phone in phones:
-            state = wire_state(phone, kernel)
-            try:
-                calls.append(call_phone(phone, count=params["count"], injection=params["injection"],
-                                        reverse=params["reverse"], frames=params["frames"], wait=params["wait"],
-                                        ipr=ipr, wire_state=state))
-            except Exception as exc:  # pylint: disable=broad-except
-                # A broken phone (a device or namespace gone) is a failed check, not a traceback.
-                calls.append(dict(state, name=phone["name"], ok=False, checks=[
-                    {"kind": "error", "check": "call", "ok": False, "detail": f"{type(exc).__name__}: {exc}"}]))
-    finally:
-        if ipr is not None:
-            ipr.close()
-    prefix = f"{host} " if host else ""
-    failures = []
-    for call in calls:
-        call["summary"] = prefix + summary_line(call)
-        failures.extend(failure_lines(call, host=host))
-    result = dict(changed=False, ok=not failures, calls=calls, summary=[c["summary"] for c in calls],
-                  failures=failures)
-    if failures and params["fail_on_failure"]:
-        module.fail_json(msg="the call failed: " + "; ".join(failures), **result)
+    result = dict(changed=False, **place_calls(phones, host=params["host"], count=params["count"],
+                                               injection=params["injection"], reverse=params["reverse"],
+                                               frames=params["frames"], wait=params["wait"]))
+    if result["failures"] and params["fail_on_failure"]:
+        module.fail_json(msg="the call failed: " + "; ".join(result["failures"]), **result)
     module.exit_json(**result)
 
 

@@ -24,6 +24,9 @@ description:
     yogurt-side device (Linux >= 5.9); the phone works the same either way.
   - Whatever a killed or half-finished run left behind is healed by the next run. A host
     lock serializes concurrent runs.
+  - With O(compile) and O(call) it also compiles the wire programs first and places a test call
+    after, so that one module run per host does what M(yogurt.phone.bpf_compile),
+    this module and M(yogurt.phone.call) do in three.
 author:
   - yogurt.phone developers (@yogurt-phone)
 extends_documentation_fragment:
@@ -72,13 +75,84 @@ options:
     type: bool
     default: true
     version_added: 1.1.0
+  compile:
+    description:
+      - Compile the wire programs on the host first, in this same module run, exactly as the
+        M(yogurt.phone.bpf_compile) module does with the same options (objects named by a
+        hash of every source, the flags and the compiler version, so compiled once per
+        distinct source; objects of older hashes removed; in check mode nothing is written).
+      - The object of C(wire_veth.bpf.c) is the O(veth_object) and that of
+        C(wire_netkit.bpf.c) the O(netkit_object), unless those are given.
+      - A compile, or a removal of an older object, makes the task V(changed). The result
+        is RV(compiled).
+      - Saves a module run per host (the C(yogurt.phone.yogurt_phone) role uses it).
+    type: dict
+    version_added: 1.1.0
+    suboptions:
+      sources:
+        description: File name to file content, for every file the programs need (C(.c) and C(.h)).
+        type: dict
+        required: true
+      programs:
+        description: Which of O(compile.sources) to compile.
+        type: list
+        elements: str
+        default: [wire_veth.bpf.c, wire_netkit.bpf.c]
+      dest:
+        description: Directory for the sources and objects.
+        type: path
+        default: /var/lib/yogurt-phone/bpf
+      clang:
+        description: The compiler to run.
+        type: str
+        default: clang
+      cflags:
+        description: Extra flags for every compile (for example C(-DWIRE_DEBUG)).
+        type: list
+        elements: str
+        default: []
+  call:
+    description:
+      - After converging, place a test call through every present phone in this same module
+        run, exactly as the M(yogurt.phone.call) module does with
+        O(yogurt.phone.call#module:fail_on_failure=false). A failed check does not fail this
+        module; RV(call) reports it, and a later task decides (what the
+        C(yogurt.phone.yogurt_phone) role does, so that the summary is printed first).
+      - Never in check mode (the phones may not exist yet); RV(call.skipped) says so.
+      - The call changes nothing, so it never makes the task V(changed).
+    type: dict
+    version_added: 1.1.0
+    suboptions:
+      host:
+        description: Name of the host, put in front of every summary line and failure (for example C(inventory_hostname)).
+        type: str
+      count:
+        description: Echo requests per direction and address.
+        type: int
+        default: 3
+      injection:
+        description: Whether to make the injection attempts from the host namespace.
+        type: bool
+        default: true
+      reverse:
+        description: Whether to make the attempts from the yogurts towards the host namespace.
+        type: bool
+        default: true
+      frames:
+        description: Frames per injection or reverse check.
+        type: int
+        default: 4
+      wait:
+        description: Seconds to wait after the last frame of an end before the listeners are read.
+        type: float
+        default: 0.25
 attributes:
   check_mode:
     support: full
-    details: Reports per phone what would change; nothing is created, attached or removed.
+    details: Reports per phone what would change; nothing is created, attached, compiled or removed, and no call is placed.
   diff_mode:
     support: full
-    details: Shows each phone (backend, ends, addresses, wire) before and after.
+    details: Shows each phone (backend, ends, addresses, wire) before and after, and with O(compile) the object paths.
   idempotent:
     support: full
     details: A second run with the same input reports no change.
@@ -108,6 +182,23 @@ EXAMPLES = r"""
     veth_object: /var/lib/yogurt-phone/bpf/wire_veth.o
     netkit_object: /var/lib/yogurt-phone/bpf/wire_netkit.o
     exclusive: true
+
+- name: Compile the wire, build the phones of the inventory and place a test call, in one module run
+  yogurt.phone.phones:
+    phones: "{{ yogurt_phones }}"
+    compile:
+      sources:
+        wire.h: "{{ lookup('ansible.builtin.file', 'bpf/wire.h') }}"
+        wire_veth.bpf.c: "{{ lookup('ansible.builtin.file', 'bpf/wire_veth.bpf.c') }}"
+        wire_netkit.bpf.c: "{{ lookup('ansible.builtin.file', 'bpf/wire_netkit.bpf.c') }}"
+    call:
+      host: "{{ inventory_hostname }}"
+  register: built
+
+- name: Fail with the checks of the call that failed
+  ansible.builtin.fail:
+    msg: "{{ built.call.failures | join('; ') }}"
+  when: not (built.call.skipped | default(false)) and not built.call.ok
 
 - name: Remove every phone this collection built
   yogurt.phone.phones:
@@ -306,6 +397,60 @@ rcu_expedited:
   type: dict
   version_added: 1.1.0
   sample: {"requested": true, "used": true, "reason": "on for the span of the link work, then restored to 0"}
+compiled:
+  description:
+    - With O(compile), what the compile found or did, as the M(yogurt.phone.bpf_compile) module returns it.
+  returned: when O(compile) is given
+  type: dict
+  version_added: 1.1.0
+  contains:
+    changed:
+      description: Whether an object was compiled or an older one removed (would be, in check mode).
+      type: bool
+    objects:
+      description: Program stem to object path.
+      type: dict
+      sample: {"wire_veth": "/var/lib/yogurt-phone/bpf/wire_veth-3f2a9c0d1e2b4a5c.o"}
+    hash:
+      description: The hash that names the objects.
+      type: str
+      sample: 3f2a9c0d1e2b4a5c
+    removed:
+      description: Objects of older hashes that were removed.
+      type: list
+      elements: str
+call:
+  description:
+    - With O(call), the test call, as the M(yogurt.phone.call) module returns it
+      (RV(yogurt.phone.call#module:ok), RV(yogurt.phone.call#module:summary),
+      RV(yogurt.phone.call#module:failures) and RV(yogurt.phone.call#module:calls)).
+    - In check mode only C(skipped=true) and C(msg), and no call is placed.
+  returned: when O(call) is given
+  type: dict
+  version_added: 1.1.0
+  contains:
+    ok:
+      description: Whether every check of every phone passed.
+      type: bool
+      returned: unless in check mode
+      sample: true
+    summary:
+      description: One line per phone, led by O(call.host).
+      type: list
+      elements: str
+      sample: ["web1 phone: veth/tcx (Linux 6.18 has no netkit) | ping 3/3 3/3 | tcp ok ok | injection refused 96/96 (0 reached)"]
+    failures:
+      description: One line per failed check, naming host, phone, end, device, check and numbers.
+      type: list
+      elements: str
+    calls:
+      description: One entry per present phone, as RV(yogurt.phone.call#module:calls).
+      type: list
+      elements: dict
+    skipped:
+      description: V(true) in check mode, where no call is placed.
+      type: bool
+      returned: in check mode
 kernel:
   description:
     - What the kernel probes found, by trying each on throwaway objects; the same facts as
@@ -319,11 +464,51 @@ kernel:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.yogurt.phone.plugins.module_utils._bpf_build import BuildError, converge_build
+from ansible_collections.yogurt.phone.plugins.module_utils._call import place_calls
 from ansible_collections.yogurt.phone.plugins.module_utils._phone_converge import HostConverger, PhoneError, host_lock
 from ansible_collections.yogurt.phone.plugins.module_utils._phone_model import PhoneInputError, normalize_phones
 from ansible_collections.yogurt.phone.plugins.module_utils._probes import probe_kernel
 from ansible_collections.yogurt.phone.plugins.module_utils._rcu import expedited_span
 from ansible_collections.yogurt.phone.plugins.module_utils._pyroute2_dep import assert_required_pyroute2
+
+COMPILE_SPEC = dict(
+    sources=dict(type="dict", required=True),
+    programs=dict(type="list", elements="str", default=["wire_veth.bpf.c", "wire_netkit.bpf.c"]),
+    dest=dict(type="path", default="/var/lib/yogurt-phone/bpf"),
+    clang=dict(type="str", default="clang"),
+    cflags=dict(type="list", elements="str", default=[]),
+)
+CALL_SPEC = dict(
+    host=dict(type="str"),
+    count=dict(type="int", default=3),
+    injection=dict(type="bool", default=True),
+    reverse=dict(type="bool", default=True),
+    frames=dict(type="int", default=4),
+    wait=dict(type="float", default=0.25),
+)
+
+
+def compile_wire(module, objects):
+    """O(compile): bpf_compile's work, in this run; fills the objects not given. The result, or None."""
+    opts = module.params["compile"]
+    if opts is None:
+        return None
+
+    def run(argv):
+        # OSError (no clang) reaches plan_build, which says how to install it.
+        return module.run_command(argv, handle_exceptions=False)
+
+    try:
+        compiled = converge_build(opts["sources"], opts["programs"], opts["dest"], opts["clang"], opts["cflags"],
+                                  check_mode=module.check_mode, run=run, run_command=module.run_command,
+                                  diff=module._diff)
+    except BuildError as exc:
+        module.fail_json(msg=str(exc))
+    for backend in objects:
+        if not objects[backend]:
+            objects[backend] = compiled["objects"].get(f"wire_{backend}")
+    return compiled
 
 
 def main():
@@ -335,6 +520,8 @@ def main():
             host_addresses=dict(type="str", default="remove", choices=["remove", "report"]),
             exclusive=dict(type="bool", default=False),
             expedite_rcu=dict(type="bool", default=True),
+            compile=dict(type="dict", options=COMPILE_SPEC),
+            call=dict(type="dict", options=CALL_SPEC),
         ),
         supports_check_mode=True,
     )
@@ -345,6 +532,7 @@ def main():
         module.fail_json(msg="invalid yogurt_phones, nothing was changed: " + "; ".join(exc.problems),
                          problems=exc.problems)
     objects = {"veth": module.params["veth_object"], "netkit": module.params["netkit_object"]}
+    compiled = compile_wire(module, objects)
     try:
         with host_lock():
             facts = probe_kernel()
@@ -361,8 +549,18 @@ def main():
     for text in result.pop("warnings"):
         module.warn(text)
     diff = result.pop("diff")
+    if compiled is not None:
+        result["changed"] = result["changed"] or compiled["changed"]
+        if "diff" in compiled:  # a key no phone can have (phone names have no spaces)
+            diff["before"]["compiled objects"] = compiled["diff"]["before"]["objects"]
+            diff["after"]["compiled objects"] = compiled.pop("diff")["after"]["objects"]
+        result["compiled"] = compiled
     if module._diff:
         result["diff"] = diff
+    if module.params["call"] is not None:
+        # After the host lock is released, as when the call module ran as its own task.
+        result["call"] = (dict(skipped=True, msg="check mode: no call placed") if module.check_mode else
+                          place_calls([p for p in phones if p["state"] == "present"], **module.params["call"]))
     module.exit_json(kernel=facts, **result)
 
 

@@ -424,7 +424,7 @@ def test_readme_first_command_inside_a_fresh_debian_12(story):
     readme = _part(story, "readme")
     assert readme["first_rc"] == 0, f"`{README_COMMAND}` exited {readme['first_rc']}:\n{readme['first_tail']}"
     assert readme["first_recap"]["localhost"]["failed"] == 0
-    assert re.search(r"TASK \[[^\]]*Place a test call[^\]]*\][^\n]*\n(ok|changed): \[localhost\]",
+    assert re.search(r"TASK \[[^\]]*Report the call[^\]]*\][^\n]*\n(ok|changed): \[localhost\]",
                      readme["first_output"]), "the call did not pass"
     assert "\n    veth " in readme["device"], f"not veth:\n{readme['device']}"
     assert "bpf" in readme["tc"], f"no tc filters on yg1-host (6.1 has no tcx):\n{readme['tc']}"
@@ -443,7 +443,7 @@ def test_site_over_ssh_installs_the_toolchain_and_builds_the_phones(story):
         device = seen["devices"][flavor]
         assert f"\n    {expect['backend']} " in device, (flavor, device)
         assert ("bpf" in seen["tc"][flavor]) == expect["tc_filters"], (flavor, seen["tc"][flavor])
-        assert _task(first, flavor, "Place a test call through every phone")["_status"] == "ok", flavor
+        assert _task(first, flavor, "Converge the phones")["call"]["ok"], flavor  # the role calls in that task
         phones = _task(first, flavor, "Converge the phones")["phones"]
         assert [p["backend"] for p in phones] == [expect["backend"]] * len(PHONES), (flavor, phones)
 

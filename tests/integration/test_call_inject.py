@@ -16,7 +16,6 @@ import subprocess
 import pytest
 
 from ansible_collections.yogurt.phone.plugins.module_utils._call import DESTINATIONS, inject_matrix, run_reverse
-from ansible_collections.yogurt.phone.plugins.module_utils._netlink import open_ipr
 from ansible_collections.yogurt.phone.plugins.module_utils._netns import enter_netns
 from conftest import recap
 from test_site import phone, run
@@ -60,11 +59,7 @@ def test_control_reverse_is_seen_on_a_plain_veth_pair(sandbox):
     sandbox.command(["sysctl", "-qw", f"net.ipv4.conf.{dev}.arp_accept=1"], check=True)
     subprocess.run(["sleep", "1.1"], check=True)  # past the neighbour entries' locktime
     with enter_netns(sandbox.path):
-        ipr = open_ipr()
-        try:
-            checks = run_reverse({"name": "control", "ends": [end]}, ipr, frames=FRAMES)
-        finally:
-            ipr.close()
+        checks = run_reverse({"name": "control", "ends": [end]}, frames=FRAMES)
     udp = {c["check"]: c["reached_udp"] for c in checks if c["kind"] == "reverse" and "UDP" not in c["dest"]
            and c["dest"] in ("unicast", "broadcast", "multicast")}
     assert len(udp) == 5 and set(udp.values()) == {FRAMES}, udp  # unicast, broadcast, multicast; IPv6: no unicast

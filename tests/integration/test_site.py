@@ -64,7 +64,7 @@ def test_site_converges_calls_is_idempotent_and_tears_down(sandbox, tmp_path):
     assert first.returncode == 0, first.stdout[-4000:]
     assert recap(first.stdout)["failed"] == 0
     assert "backend auto picks veth" in first.stdout
-    assert "Place a test call" in first.stdout
+    assert "ping 3/3 3/3 | tcp ok ok | injection refused 96/96 (0 reached)" in first.stdout, first.stdout[-4000:]
     assert our_netns(sandbox.prefix) == [f"{sandbox.prefix}0-y1", f"{sandbox.prefix}0-y2"]
 
     second = run(sandbox, tmp_path, phones, args=())
@@ -281,3 +281,36 @@ def test_metrics_timer_and_script_are_installed_idempotent_and_torn_down(sandbox
     assert down.returncode == 0, down.stdout[-3000:]
     assert not any(os.path.exists(p) for p in units + [script, str(textdir / "yogurt_phone.prom")])
     assert our_netns(sandbox.prefix) == [] and our_pins(sandbox.prefix) == []
+
+
+def test_the_role_runs_one_module_process_per_host(sandbox, tmp_path):
+    """Compile, converge and call in one module run (not bpf_compile, phones and call): the
+    interpreter of the host is a wrapper that logs every module process it starts."""
+    log = tmp_path / "modules.log"
+    wrapper = tmp_path / "python"
+    wrapper.write_text(f'#!/bin/sh\necho "$$ $*" >> {log}\nexec {VENV_BIN / "python"} "$@"\n')
+    wrapper.chmod(0o755)
+    phones = [phone(sandbox.prefix, 0)]
+
+    def modules_of(args=("--tags", "phones"), **host_vars):
+        res = run(sandbox, tmp_path, phones, args=args, ansible_python_interpreter=str(wrapper), **host_vars)
+        assert res.returncode == 0, res.stdout[-4000:]
+        started = log.read_text().splitlines() if log.exists() else []
+        log.unlink(missing_ok=True)
+        return res, started
+
+    dry, started = modules_of(args=("--tags", "phones", "--check"))
+    assert len(started) == 1, started
+    assert "injection refused" not in dry.stdout and our_netns(sandbox.prefix) == []  # check mode: no call, nothing built
+    first, started = modules_of()
+    assert len(started) == 1, started
+    assert recap(first.stdout)["changed"] == 1
+    assert "ping 3/3 3/3 | tcp ok ok | injection refused 96/96 (0 reached)" in first.stdout, first.stdout[-4000:]
+    again, started = modules_of()
+    assert len(started) == 1, started
+    assert recap(again.stdout)["changed"] == 0, again.stdout[-4000:]
+    assert "injection refused 96/96" in again.stdout
+    quiet, started = modules_of(yogurt_phone_call=False)
+    assert len(started) == 1 and recap(quiet.stdout)["changed"] == 0, (started, quiet.stdout[-4000:])
+    assert "injection refused" not in quiet.stdout and "ping 3/3" not in quiet.stdout, quiet.stdout[-4000:]
+    assert f"localhost {sandbox.prefix}-p0: auto" in quiet.stdout, quiet.stdout[-4000:]  # the backend line, no call

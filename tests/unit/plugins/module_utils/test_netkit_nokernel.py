@@ -101,3 +101,29 @@ def test_module_reports_the_line(probe, scratch):
     assert proc.returncode != 0
     assert f'"msg": "{EXPECTED}"' in proc.stdout, proc.stdout + proc.stderr
     assert _links(scratch) == ["lo"]
+
+
+def test_probe_and_module_start_import_no_pyroute2(probe):
+    """pyroute2 is imported on first use (its import is most of a module's start-up): the
+    phones module's imports, the kernel probes on a kernel without netkit and the check that
+    pyroute2 is there leave it unimported."""
+    code = ("import sys\n"
+            "from ansible_collections.yogurt.phone.plugins.modules import phones, call  # noqa: F401\n"
+            "from ansible_collections.yogurt.phone.plugins.module_utils import _pyroute2_dep, _probes\n"
+            "facts = _probes.probe_kernel()\n"
+            "assert _pyroute2_dep.has_pyroute2() and _pyroute2_dep.missing_pyroute2_message() is None\n"
+            "print(facts['netkit'], 'pyroute2' in sys.modules)\n")
+    env = dict(os.environ, PYTHONPATH=str(ROOT / ".ansible" / "collections"))
+    proc = subprocess.run([str(ROOT / ".venv" / "bin" / "python"), "-c", code], capture_output=True, text=True,
+                          env=env, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False", "False"], proc.stdout + proc.stderr
+
+
+def test_pyroute2_names_load_on_first_use():
+    from ansible_collections.yogurt.phone.plugins.module_utils import _pyroute2_dep
+
+    pytest.importorskip("pyroute2")
+    assert _pyroute2_dep.HAS_PYROUTE2 and _pyroute2_dep.load().IPRoute is not None
+    assert _pyroute2_dep.NetlinkError.__module__.startswith("pyroute2")
+    assert nk.NetkitData is nk.netkit_kind_classes()["NetkitData"]
