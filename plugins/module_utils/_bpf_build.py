@@ -116,6 +116,22 @@ def converge_build(sources, programs, dest, clang="clang", cflags=(), check_mode
     return result
 
 
+def converge_build_for(module, opts):
+    """converge_build() for a module: `opts` holds sources, programs, dest, clang and cflags (the
+    options of bpf_compile, or the phones module's compile option). A BuildError fails the module."""
+    def run(argv):
+        # OSError (no clang) reaches plan_build, which says how to install it.
+        return module.run_command(argv, handle_exceptions=False)
+
+    try:
+        return converge_build(opts["sources"], opts["programs"], opts["dest"], opts["clang"], opts["cflags"],
+                              check_mode=module.check_mode, run=run, run_command=module.run_command,
+                              diff=module._diff)  # pylint: disable=protected-access
+    except BuildError as exc:
+        module.fail_json(msg=str(exc))
+        raise  # not reached: fail_json exits
+
+
 def build_files(paths, programs, dest, clang="clang", cflags=()):
     """Build from files on disk (tests, benchmarks): returns {stem: object path}."""
     sources = {}

@@ -324,8 +324,8 @@ def read_namespace(netns=None):
     return devices
 
 
-def read_device_raw(ifname, netns=None):
-    """read_namespace()'s dict of one device by name in `netns`, addresses included; None if none."""
+def _link_by_name(ifname, netns):
+    """The RTM_NEWLINK body of one device by name in `netns`, or None if there is none."""
     name = ifname.encode() + b"\0"
     attr = _RTA.pack(4 + len(name), 3) + name + b"\0" * (-len(name) % 4)  # IFLA_IFNAME
     try:
@@ -334,9 +334,15 @@ def read_device_raw(ifname, netns=None):
         if exc.errno == errno.ENODEV:
             return None
         raise
-    if not answers:
+    return answers[0][1] if answers else None
+
+
+def read_device_raw(ifname, netns=None):
+    """read_namespace()'s dict of one device by name in `netns`, addresses included; None if none."""
+    body = _link_by_name(ifname, netns)
+    if body is None:
         return None
-    dev = _decode_link_raw(answers[0][1])
+    dev = _decode_link_raw(body)
     dev["addresses"] = _addresses_raw(netns, dev["index"])
     return dev
 
@@ -349,17 +355,9 @@ _OPERSTATES = ("UNKNOWN", "NOTPRESENT", "DOWN", "LOWERLAYERDOWN", "TESTING", "DO
 def read_device_state(ifname, netns=None):
     """read_device_raw()'s dict plus what a diagnosis needs: 'carrier', 'operstate' and 'stats'
     (rx/tx packets, errors, dropped); None if there is no such device."""
-    name = ifname.encode() + b"\0"
-    attr = _RTA.pack(4 + len(name), 3) + name + b"\0" * (-len(name) % 4)  # IFLA_IFNAME
-    try:
-        answers = _rtnl(_RTM_GETLINK, _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + attr, netns, dump=False)
-    except OSError as exc:
-        if exc.errno == errno.ENODEV:
-            return None
-        raise
-    if not answers:
+    body = _link_by_name(ifname, netns)
+    if body is None:
         return None
-    body = answers[0][1]
     dev = _decode_link_raw(body)
     dev["addresses"] = _addresses_raw(netns, dev["index"])
     raw = _attrs(body, _IFINFOMSG.size, len(body))

@@ -96,7 +96,7 @@ removed:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.yogurt.phone.plugins.module_utils._bpf_build import BuildError, converge_build
+from ansible_collections.yogurt.phone.plugins.module_utils._bpf_build import converge_build_for
 
 
 def main():
@@ -110,18 +110,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    p = module.params
-
-    def run(argv):
-        # OSError (no clang) reaches plan_build, which says how to install it.
-        return module.run_command(argv, handle_exceptions=False)
-
-    try:
-        result = converge_build(p["sources"], p["programs"], p["dest"], p["clang"], p["cflags"],
-                                check_mode=module.check_mode, run=run, run_command=module.run_command,
-                                diff=module._diff)
-    except BuildError as exc:
-        module.fail_json(msg=str(exc))
+    result = converge_build_for(module, module.params)
     module.exit_json(**result)
 
 

@@ -464,7 +464,7 @@ kernel:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.yogurt.phone.plugins.module_utils._bpf_build import BuildError, converge_build
+from ansible_collections.yogurt.phone.plugins.module_utils._bpf_build import converge_build_for
 from ansible_collections.yogurt.phone.plugins.module_utils._call import place_calls
 from ansible_collections.yogurt.phone.plugins.module_utils._phone_converge import HostConverger, PhoneError, host_lock
 from ansible_collections.yogurt.phone.plugins.module_utils._phone_model import PhoneInputError, normalize_phones
@@ -495,16 +495,7 @@ def compile_wire(module, objects):
     if opts is None:
         return None
 
-    def run(argv):
-        # OSError (no clang) reaches plan_build, which says how to install it.
-        return module.run_command(argv, handle_exceptions=False)
-
-    try:
-        compiled = converge_build(opts["sources"], opts["programs"], opts["dest"], opts["clang"], opts["cflags"],
-                                  check_mode=module.check_mode, run=run, run_command=module.run_command,
-                                  diff=module._diff)
-    except BuildError as exc:
-        module.fail_json(msg=str(exc))
+    compiled = converge_build_for(module, opts)
     for backend in objects:
         if not objects[backend]:
             objects[backend] = compiled["objects"].get(f"wire_{backend}")
