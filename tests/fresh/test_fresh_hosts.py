@@ -53,7 +53,7 @@ README_COMMAND = "./scripts/setup && .venv/bin/ansible-playbook site.yml"
 OVER_SSH = {
     "fresh-stock": {"kernel": "6.1.", "backend": "veth", "tc_filters": True,
                     "kernels_expect": {"backend": "veth", "attach_mode": "tc", "netkit": False, "headroom": False}},
-    "fresh-bpo": {"kernel": "6.12.", "backend": "netkit", "tc_filters": False, "diagnose": True,
+    "fresh-bpo": {"kernel": "6.12.", "backend": "netkit", "tc_filters": False, "diagnose": True, "metrics": True,
                   "kernels_expect": {"backend": "netkit", "attach_mode": "netkit", "netkit": True, "headroom": False}},
     "fresh-trixie": {"kernel": "7.", "backend": "netkit", "tc_filters": False,
                      "kernels_expect": {"backend": "netkit", "attach_mode": "netkit", "netkit": True, "headroom": True}},
@@ -136,7 +136,14 @@ print(json.dumps(out))
 
 LEFTOVERS = ("echo netns: $(ip netns list | wc -l); ip -o link show | awk -F': ' '{print \"link: \" $2}';"
              " echo pins: $(find /sys/fs/bpf/yogurt -mindepth 1 2>/dev/null | wc -l);"
-             " echo records: $(find /run/yogurt -mindepth 1 2>/dev/null | wc -l)")
+             " echo records: $(find /run/yogurt -mindepth 1 2>/dev/null | wc -l);"
+             " echo units: $(ls /etc/systemd/system/yogurt-phone* /var/lib/prometheus/node-exporter/yogurt_phone.prom"
+             " 2>/dev/null | wc -l)")
+# The metrics timer's state and what it wrote (yogurt_phone_metrics: true on that host).
+METRICS_STATE = ("echo timer: $(systemctl is-active yogurt-phone-metrics.timer);"
+                 " echo mtime: $(stat -c %Y /var/lib/prometheus/node-exporter/yogurt_phone.prom 2>/dev/null || echo 0);"
+                 " grep -E '^yogurt_phone_(up|forwarded_packets_total)' /var/lib/prometheus/node-exporter/yogurt_phone.prom"
+                 " 2>/dev/null")
 
 
 class Clock:
@@ -251,6 +258,9 @@ def _over_ssh_story(vms, clock):
         facts = dict(vm.facts(), kernels_expect=OVER_SSH[flavor]["kernels_expect"])
         if OVER_SSH[flavor].get("diagnose"):  # bcc and the kernel's headers, from nothing, on this host only
             facts["bpf_toolchain_diagnose"] = True
+        if OVER_SSH[flavor].get("metrics"):  # the metrics timer, under systemd as PID 1
+            facts["yogurt_phone_metrics"] = True
+            facts["yogurt_phone_metrics_interval"] = "5s"
         lines += [f"      {key}: {json.dumps(value)}" for key, value in facts.items()]
     inventory.write_text("\n".join(lines) + "\n")
     site = ROOT / "site.yml"
@@ -265,11 +275,15 @@ def _over_ssh_story(vms, clock):
     seen["after_first"] = dict(zip(hosts, _parallel(_state, list(hosts.values()))))
     seen["devices"] = dict(zip(hosts, _parallel(lambda vm: vm.run(DEVICE, check=False).stdout, list(hosts.values()))))
     seen["tc"] = dict(zip(hosts, _parallel(lambda vm: vm.run(TC_FILTERS, check=False).stdout, list(hosts.values()))))
+    metered = {f: vm for f, vm in hosts.items() if OVER_SSH[f].get("metrics")}
+    seen["metrics_first"] = {f: vm.run(METRICS_STATE, check=False).stdout for f, vm in metered.items()}
 
     started = time.monotonic()
     seen["kernels"] = playbook_run.run_playbook(inventory, pathlib.Path(__file__).parent / "kernels.yml",
                                                 title="fresh hosts: kernels.yml", timeout=3600)
     clock.took("over ssh: kernels.yml (call.yml, backend and attributes per kernel)", started)
+    # kernels.yml took minutes and its call moved the counters: the timer has rewritten the file since
+    seen["metrics_later"] = {f: vm.run(METRICS_STATE, check=False).stdout for f, vm in metered.items()}
     (OUT / "ssh-kernels.log").write_text("".join(seen["kernels"].output))
 
     # The watcher sees apt and pip when they run (control), then watches the second run.
@@ -521,6 +535,30 @@ def test_diagnose_traces_the_kernel_drops_of_a_broken_phone(story):
         assert "kernel drop: phone, end 0, host side yg1-host" in res["msg"], res["msg"]
 
 
+def test_metrics_timer_refreshes_the_counters_under_systemd(story):
+    """yogurt_phone_metrics: true on fresh-bpo: the role enabled the timer under systemd (PID 1), and
+    the timer, not the role, rewrote the file while kernels.yml's call moved the counters."""
+    seen = _part(story, "over_ssh")
+    assert seen.get("metrics_first"), "the over-ssh story did not get as far as the metrics check"
+    for flavor, first in seen["metrics_first"].items():
+        later = seen["metrics_later"][flavor]
+        assert "timer: active" in first, (flavor, first)
+
+        def values(text):
+            mtime = int(text.split("mtime: ", 1)[1].split()[0])
+            samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+                       for line in text.splitlines() if line.startswith("yogurt_phone_")}
+            return mtime, samples
+
+        mtime1, before = values(first)
+        mtime2, after = values(later)
+        assert mtime1 > 0 and mtime2 > mtime1, (flavor, first, later)
+        for phone in ("phone", "phone6"):
+            assert after.get(f'yogurt_phone_up{{phone="{phone}"}}') == 1, (flavor, phone, later)
+        moved = [k for k in after if "forwarded_packets" in k and after[k] > before.get(k, 0)]
+        assert moved, ("the call moved no counter in the file", flavor, first, later)
+
+
 def test_teardown_leaves_nothing(story):
     seen = _part(story, "over_ssh")
     assert seen["teardown"].rc == 0, "".join(seen["teardown"].output[-80:])
@@ -528,3 +566,4 @@ def test_teardown_leaves_nothing(story):
         links = [line.split(": ", 1)[1] for line in text.splitlines() if line.startswith("link: ")]
         assert sorted(link.split("@")[0] for link in links) == ["eth0", "lo"], (flavor, text)
         assert "netns: 0" in text and "pins: 0" in text and "records: 0" in text, (flavor, text)
+        assert "units: 0" in text, (flavor, text)  # the metrics units and file (fresh-bpo) are gone too
