@@ -538,6 +538,8 @@ def test_diagnose_traces_the_kernel_drops_of_a_broken_phone(story):
 def test_metrics_timer_refreshes_the_counters_under_systemd(story):
     """yogurt_phone_metrics: true on fresh-bpo: the role enabled the timer under systemd (PID 1), and
     the timer, not the role, rewrote the file while kernels.yml's call moved the counters."""
+    if not [flavor for flavor, expect in OVER_SSH.items() if expect.get("metrics")]:
+        pytest.skip("no flavor with the metrics timer among YOGURT_FRESH_FLAVORS")
     seen = _part(story, "over_ssh")
     assert seen.get("metrics_first"), "the over-ssh story did not get as far as the metrics check"
     for flavor, first in seen["metrics_first"].items():
