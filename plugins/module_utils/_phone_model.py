@@ -116,7 +116,7 @@ def normalize_phones(phones):
     if phones is None:
         phones = [DEFAULT_PHONE]
     if not isinstance(phones, list):
-        raise PhoneInputError(["yogurt_phones must be a list of phones (see the inventory contract in README.md)"])
+        raise PhoneInputError(["yogurt_phones must be a list of phones (see the inventory contract: docs/docsite/rst/guide_getting_started.rst)"])
     checker = _Checker()
     result = []
     for index, phone in enumerate(phones):

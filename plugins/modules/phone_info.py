@@ -107,8 +107,6 @@ phones:
           stack, AF_PACKET with or without C(PACKET_QDISC_BYPASS)); netkit drops it in the primary
           program, veth in the XDP guard on the yogurt-side device.
         - C(unknown_ifindex) counts packets from a device missing from the wires map.
-        - Phones built before the XDP guard also reported C(refused_guard); it is gone with the
-          tcx guard that fed it.
       type: dict
       sample: {"forwarded_packets_0to1": 5, "refused": 20, "unknown_ifindex": 0}
 kernel:

@@ -64,7 +64,7 @@ options:
       - Each tcx or netkit link attach, and each release or deletion of a device with
         programs attached, waits for a full RCU grace period while holding RTNL; expedited
         grace periods end in microseconds, which makes a converge or teardown of many
-        phones several times faster (measured in C(bench/RESULTS.md)).
+        phones several times faster (50 phones on veth in about 0.9 s instead of about 3 s).
       - The price is system-wide, for the span only, as the kernel interrupts every CPU (IPIs)
         to end each grace period. Set V(false) on real-time or latency-critical hosts.
       - Nothing is written when no link is attached or released (a run that changes

@@ -22,8 +22,8 @@ description:
     frame the host side transmits (the host's stack, root's AF_PACKET frames with or without
     C(PACKET_QDISC_BYPASS)) before any packet socket in the yogurt sees it; the wire's own
     packets arrive by C(bpf_redirect_peer) and pass no XDP.
-  - Phones built by older objects (a C(tcx_egress) drop on the host side and a C(tcx_ingress)
-    guard in the yogurt) are migrated, those links or filters detached once the XDP guard is in.
+  - Links or filters this wire does not use on veth (a C(tcx_egress) drop on the host side, a
+    C(tcx_ingress) guard in the yogurt) are detached once the XDP guard is in.
   - Idempotent on what the kernel reports, program tags, link presence on the right ifindex
     (for XDP, the link's ifindex and the device's C(IFLA_XDP) program) and the map content. A changed object replaces the program of each pinned link
     atomically (C(BPF_LINK_UPDATE)); the maps, and so routes and counters, are kept.
