@@ -255,13 +255,18 @@ def prog_stats(pinned):
 
 # ---------------------------------------------------------------- the collection
 
+def _run_clang(argv):
+    proc = run(argv, check=False)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
 def build_objects(dest):
     """Compile the wire objects with the collection's own bpf_build (cached by hash)."""
     from ansible_collections.yogurt.phone.plugins.module_utils._bpf_build import build_files
 
     bpf_dir = ROOT / "bpf"
     paths = [str(bpf_dir / n) for n in ("wire.h", "wire_veth.bpf.c", "wire_netkit.bpf.c")]
-    return build_files(paths, ["wire_veth.bpf.c", "wire_netkit.bpf.c"], str(dest))
+    return build_files(paths, ["wire_veth.bpf.c", "wire_netkit.bpf.c"], str(dest), _run_clang)
 
 
 def phones_module(sandbox, args, workdir, profile=None):

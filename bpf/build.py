@@ -8,6 +8,7 @@ Prints the object's path, OUTDIR/<stem>-<hash>.o. The same code as the bpf_compi
 """
 
 import pathlib
+import subprocess
 import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / ".ansible" / "collections"))
@@ -16,13 +17,19 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / ".ansible" 
 from ansible_collections.yogurt.phone.plugins.module_utils._bpf_build import build_files  # noqa: E402
 
 
+def run(argv):
+    """clang's (rc, stdout, stderr): what a module's run_command gives _bpf_build inside a module."""
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
 def main(argv):
     if len(argv) < 2:
         print(__doc__.strip().splitlines()[0], file=sys.stderr)
         return 2
     src = pathlib.Path(argv[0])
     headers = sorted(str(p) for p in src.parent.glob("*.h"))
-    objects = build_files([str(src)] + headers, [src.name], argv[1], cflags=argv[2:])
+    objects = build_files([str(src)] + headers, [src.name], argv[1], run, cflags=argv[2:])
     print(next(iter(objects.values())))
     return 0
 

@@ -4,16 +4,20 @@
 
 """The bcc side of the drop tracer: a program that runs under the system /usr/bin/python3.
 
-_drop_trace.py starts this file's source as `/usr/bin/python3 -c SOURCE CONFIG` (python3-bpfcc
-is importable only there, not from a venv). It compiles a BPF program on the raw tracepoint
+_drop_trace.py runs this file's source as `/usr/bin/python3 -c SOURCE CONFIG` with the module's
+run_command (python3-bpfcc is importable only there, not from a venv). It compiles a BPF program on the raw tracepoint
 skb:kfree_skb that includes NO kernel header (bcc 0.26 cannot compile <linux/netdevice.h> of
 6.12; 7.x headers break it further): it follows skb->dev, dev->ifindex, dev->nd_net and
 net->ns.inum with bpf_probe_read_kernel at offsets read from BTF by the caller (-D flags), and
 counts, in the kernel, only the drops on the watched (netns inode, ifindex) pairs, by
-(device, reason, location). It prints READY once attached, waits for its stdin to close, then
-prints one JSON line: the counts, each location named from /proc/kallsyms (bcc's ksym).
+(device, reason, location). It writes READY to its ready pipe once attached, counts until its
+window pipe closes (the caller ended the window, or died) or `max_seconds` pass (its own bound:
+it never outlives a window for long), then prints one JSON line and exits: the counts, each
+location named from /proc/kallsyms (bcc's ksym), and `bounded` (the seconds) if the bound
+ended it.
 
-CONFIG is JSON: {"cflags": ["-DSKB_DEV_OFF=16", ...], "watch": [[netns_inode, ifindex], ...]}.
+CONFIG is JSON: {"cflags": ["-DSKB_DEV_OFF=16", ...], "watch": [[netns_inode, ifindex], ...],
+"ready_fd": N, "window_fd": N, "max_seconds": S} (the fds are passed to this process).
 Nothing here is imported by a module at run time: only its source text is read.
 
 PRIVATE to the yogurt.phone collection (like community.crypto's module_utils): no public API,
@@ -23,6 +27,8 @@ names may change in any release.
 from __future__ import annotations
 
 import json
+import os
+import select
 import sys
 
 PROGRAM = r"""
@@ -77,22 +83,17 @@ def main(argv):
     watch = bpf["watch"]
     for inum, ifindex in config["watch"]:
         watch[ctypes.c_uint64((inum << 32) | ifindex)] = ctypes.c_uint8(1)
-    _say("READY")
-    sys.stdin.read()  # until the caller closes it: the end of the window
+    os.write(config["ready_fd"], b"READY\n")
+    os.close(config["ready_fd"])
+    ended, _w, _x = select.select([config["window_fd"]], [], [], config["max_seconds"])  # readable at EOF
     out = []
     for key, value in bpf["drops"].items():
         symbol = bpf.ksym(key.location, show_module=False, show_offset=False)
         out.append({"ifindex": key.ifindex, "netns": key.netns, "reason": key.reason, "location": key.location,
                     "symbol": symbol.decode(errors="replace") if isinstance(symbol, bytes) else str(symbol),
                     "count": value.value})
-    _say(json.dumps({"drops": out}))
+    sys.stdout.write(json.dumps({"drops": out, "bounded": None if ended else config["max_seconds"]}) + "\n")
     return 0
-
-
-def _say(line):
-    """One line to the caller (this runs outside Ansible: its stdout is the caller's pipe)."""
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
 
 
 if __name__ == "__main__":

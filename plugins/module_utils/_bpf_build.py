@@ -19,19 +19,12 @@ import glob
 import hashlib
 import os
 import platform
-import subprocess
 
 BASE_FLAGS = ["-O2", "-g", "-target", "bpf", "-Wall"]
 
 
 class BuildError(Exception):
     """Compiling failed; the message carries clang's output."""
-
-
-def _run(argv):
-    """The runner outside a module (build_files: tests, bench); modules pass run_command."""
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
-    return proc.returncode, proc.stdout, proc.stderr
 
 
 def _clang_facts(clang, run):
@@ -47,8 +40,10 @@ def _clang_facts(clang, run):
 
 
 def plan_build(sources, programs, dest, clang="clang", cflags=(), run=None):
-    """What would be built: {'hash', 'objects': {stem: path}, 'srcdir', 'flags', 'clang', 'sources'}."""
-    run = run or _run
+    """What would be built: {'hash', 'objects': {stem: path}, 'srcdir', 'flags', 'clang', 'sources'}.
+
+    `run(argv)` returns (rc, stdout, stderr): a module's run_command, or the caller's own runner
+    outside a module (bpf/build.py)."""
     for name in programs:
         if name not in sources:
             raise BuildError(f"program {name} is not among the sources ({', '.join(sorted(sources))})")
@@ -70,7 +65,7 @@ def plan_build(sources, programs, dest, clang="clang", cflags=(), run=None):
             "clang": clang, "sources": sources, "programs": list(programs)}
 
 
-def run_build(plan, run_command=None):
+def run_build(plan, run_command):
     """Write the sources and compile each missing object atomically."""
     os.makedirs(plan["srcdir"], mode=0o755, exist_ok=True)
     for name, text in plan["sources"].items():
@@ -83,7 +78,7 @@ def run_build(plan, run_command=None):
             continue
         tmp = f"{obj}.tmp.{os.getpid()}"
         argv = [plan["clang"]] + plan["flags"] + ["-c", os.path.join(plan["srcdir"], name), "-o", tmp]
-        rc, _out, err = (run_command or _run)(argv)
+        rc, _out, err = run_command(argv)
         if rc != 0:
             raise BuildError(f"clang failed on {name} (hash {plan['hash']}): {err.strip()[-2000:]}")
         os.replace(tmp, obj)
@@ -132,11 +127,11 @@ def converge_build_for(module, opts):
         raise  # not reached: fail_json exits
 
 
-def build_files(paths, programs, dest, clang="clang", cflags=()):
-    """Build from files on disk (tests, benchmarks): returns {stem: object path}."""
+def build_files(paths, programs, dest, run, clang="clang", cflags=()):
+    """Build from files on disk (bpf/build.py): returns {stem: object path}. `run` as in plan_build."""
     sources = {}
     for path in paths:
         with open(path, encoding="utf-8") as handle:
             sources[os.path.basename(path)] = handle.read()
-    plan = plan_build(sources, programs, dest, clang, cflags)
-    return run_build(plan)
+    plan = plan_build(sources, programs, dest, clang, cflags, run=run)
+    return run_build(plan, run)

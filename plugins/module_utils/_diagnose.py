@@ -370,10 +370,12 @@ def _unique(problems):
 
 # ---------------------------------------------------------------- one run, and what a person reads
 
-def diagnose(phones, seconds=3.0, probe=False, inject=False, trace="auto"):
-    """The whole diagnosis of `phones` (normalized, present). Returns (results, trace info)."""
+def diagnose(phones, seconds=3.0, probe=False, inject=False, trace="auto", run_command=None):
+    """The whole diagnosis of `phones` (normalized, present). Returns (results, trace info).
+
+    run_command (the module's) runs the drop tracer."""
     states = [read_state(p) for p in phones]
-    tracer, trace_info = drop_trace.start(states, trace)
+    tracer, trace_info = drop_trace.start(states, trace, run_command, seconds)
     try:
         seen = window(states, phones, seconds, probe, inject, tracer)
     finally:

@@ -7,10 +7,10 @@
 bcc (python3-bpfcc) runs only under the system /usr/bin/python3 and compiles at run time
 against the running kernel's headers (/lib/modules/$(uname -r)/build, or BCC_KERNEL_SOURCE).
 availability() says whether both are present and, if not, exactly what to install. start()
-reads the struct offsets the tracer needs from BTF (_btf.py), starts _bcc_tracer.py's source
-under /usr/bin/python3 with the phones' devices (netns inode, ifindex) to filter on in the
-kernel, and waits until it is attached; collect() ends the window and labels each counted
-drop with its phone, end, side, device and hook. Reason names come from the running kernel
+reads the struct offsets the tracer needs from BTF (_btf.py), runs _bcc_tracer.py's source
+under /usr/bin/python3 with the module's run_command, with the phones' devices (netns inode,
+ifindex) to filter on in the kernel, and waits until it is attached; collect() ends the window
+and labels each counted drop with its phone, end, side, device and hook. Reason names come from the running kernel
 (the tracepoint's print fmt, else BTF's enum skb_drop_reason): their numbers differ by kernel.
 
 How a drop is told apart (the location is a symbol from /proc/kallsyms, matched by prefix):
@@ -31,8 +31,7 @@ import os
 import platform
 import re
 import select
-import subprocess
-import tempfile
+import threading
 import time
 
 from ansible_collections.yogurt.phone.plugins.module_utils import _bcc_tracer as bcc_tracer
@@ -47,6 +46,9 @@ START_TIMEOUT = float(os.environ.get("YOGURT_TRACE_START_TIMEOUT", 900))
 # The struct offsets the BPF program follows, as its -D flags, and their BTF paths.
 OFFSETS = {"SKB_DEV_OFF": "sk_buff.dev", "DEV_IFINDEX_OFF": "net_device.ifindex",
            "DEV_NET_OFF": "net_device.nd_net.net", "NET_INUM_OFF": "net.ns.inum"}
+# The tracer's own bound past the window (probes inside the window run longer under TCG): it
+# exits by itself then, even if nobody ends its window.
+WINDOW_GRACE = 600.0
 SIDE_NAMES = {"host": "host side", "cont": "yogurt side"}
 _SYMBOLIC = re.compile(r'\{\s*(0x[0-9a-fA-F]+|\d+)\s*,\s*"([A-Za-z0-9_]+)"\s*\}')
 
@@ -213,69 +215,101 @@ def _tracer_source():
 
 
 class Tracer:
-    """A running _bcc_tracer.py: collect() ends the window and returns {phone: [drop]}."""
+    """A running _bcc_tracer.py: collect() ends the window and returns {phone: [drop]}.
 
-    def __init__(self, config, index, names, subsystems):
+    module.run_command runs it, in a thread of its own since run_command returns only when its
+    command ends. Two pipes passed to the tracer (pass_fds) carry what run_command cannot: the
+    tracer writes READY to one once attached, and counts until the other closes (the end of the
+    window, or the module's death) or its own bound of `max_seconds` passes; then it prints the
+    counts on stdout and exits by itself.
+    """
+
+    def __init__(self, run_command, config, index, names, subsystems):
         self.index, self.names, self.subsystems = index, names, subsystems
-        self.problem = None
-        self.errors = tempfile.TemporaryFile(mode="w+")  # bcc's warnings can fill a pipe
-        self.proc = subprocess.Popen([SYSTEM_PYTHON, "-c", _tracer_source(), json.dumps(config)],  # pylint: disable=consider-using-with
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.errors, text=True)
+        self.problem, self.result, self.proc = None, None, None
+        self.ready_r, ready_w = os.pipe()
+        window_r, self.window_w = os.pipe()
+        argv = [SYSTEM_PYTHON, "-c", _tracer_source(), json.dumps(dict(config, ready_fd=ready_w, window_fd=window_r))]
+        theirs = [ready_w, window_r]  # the tracer's ends: closed here once it has them
 
-    def _line(self, timeout):
-        ready, _w, _x = select.select([self.proc.stdout], [], [], timeout)
-        return self.proc.stdout.readline() if ready else None
+        def close_theirs(proc=None):
+            self.proc = proc
+            while theirs:
+                os.close(theirs.pop())
+
+        def run():
+            try:
+                self.result = run_command(argv, pass_fds=tuple(theirs), before_communicate_callback=close_theirs,
+                                          handle_exceptions=False)
+            except OSError as exc:
+                self.result = (None, "", f"cannot run {SYSTEM_PYTHON}: {exc}")
+            finally:
+                close_theirs(self.proc)
+
+        self.thread = threading.Thread(target=run, name="drop-tracer", daemon=True)
+        self.thread.start()
 
     def wait_ready(self, timeout=START_TIMEOUT):
         """None once attached, else what went wrong (bcc's own words)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = self._line(deadline - time.monotonic())
-            if line is None:
-                break
-            if line.strip() == "READY":
-                return None
-            if line == "":
-                return f"the tracer exited ({self.proc.wait()}) before it was attached: {self.stderr_tail()}"
-        return f"the tracer was not attached after {timeout:.0f} s: {self.stderr_tail()}"
+        ready, _w, _x = select.select([self.ready_r], [], [], timeout)
+        line = os.read(self.ready_r, 64).decode(errors="replace") if ready else None
+        if line is None:
+            return f"the tracer was not attached after {timeout:.0f} s"
+        if line.strip() == "READY":
+            return None
+        self.thread.join(30)
+        rc = self.result[0] if self.result else None
+        return f"the tracer exited ({rc}) before it was attached: {self.stderr_tail()}"
 
     def stderr_tail(self, lines=12):
-        self.errors.seek(0)
-        text = [line.rstrip() for line in self.errors.read().splitlines() if line.strip()]
+        text = [line.rstrip() for line in (self.result[2] if self.result else "").splitlines() if line.strip()]
         errors = [line for line in text if "error" in line.lower() or "Exception" in line]
         return " | ".join((errors or text)[-lines:]) or "(no output)"
 
     def collect(self, timeout=120):
         """{phone: [drop]}; {} with self.problem set when the tracer gave no counts."""
-        self.proc.stdin.close()
-        line = self._line(timeout)
+        self._close_window()
+        self.thread.join(timeout)
         try:
-            raw = json.loads(line)["drops"]
-        except (TypeError, ValueError, KeyError):
+            out = json.loads(self.result[1].strip().splitlines()[-1])
+            raw = out["drops"]
+        except (TypeError, ValueError, KeyError, IndexError):
             self.problem = f"the drop tracer gave no counts at the end of the window: {self.stderr_tail()}"
             return {}
+        if out.get("bounded"):
+            self.problem = (f"the drop tracer stopped counting at its bound of {out['bounded']:.0f} s, before the "
+                            "window ended: the drops after it are missing")
         return labelled(raw, self.index, self.names, self.subsystems)
 
+    def _close_window(self):
+        if self.window_w is not None:
+            os.close(self.window_w)
+            self.window_w = None
+
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        self.errors.close()
+        self._close_window()
+        if self.thread.is_alive() and self.proc is not None:
+            self.proc.kill()  # it did not end by itself (collect() was never reached, or timed out)
+        self.thread.join(30)
+        os.close(self.ready_r)
 
 
-def _plan(states):
+def _plan(states, seconds):
     """(bcc config, device index, names, subsystems, facts) for the phones' devices."""
     btf = btf_utils.load()
     flags = offsets(btf)
     names, where = reason_names(btf)
     index = device_index(states)
-    config = {"cflags": [f"-D{k}={v}" for k, v in flags.items()], "watch": [list(key) for key in index]}
+    config = {"cflags": [f"-D{k}={v}" for k, v in flags.items()], "watch": [list(key) for key in index],
+              "max_seconds": seconds + WINDOW_GRACE}
     return config, index, names, subsystem_names(btf), {"offsets": flags, "reason_names": where,
                                                         "devices": len(index)}
 
 
-def start(states, trace):
-    """(tracer or None, info). trace: 'auto' (when available), 'yes' (fail if not), 'no'."""
+def start(states, trace, run_command=None, seconds=0.0):
+    """(tracer or None, info). trace: 'auto' (when available), 'yes' (fail if not), 'no'.
+
+    run_command is the module's; the tracer counts for at most `seconds` + WINDOW_GRACE."""
     if trace == "no":
         return None, {"available": False, "reason": "not asked (trace: no)", "install": []}
     info = availability()
@@ -283,9 +317,9 @@ def start(states, trace):
     if info["available"]:
         started = time.monotonic()
         try:
-            config, index, names, subsystems, facts = _plan(states)
+            config, index, names, subsystems, facts = _plan(states, seconds)
             info.update(facts)
-            tracer = Tracer(config, index, names, subsystems)
+            tracer = Tracer(run_command, config, index, names, subsystems)
             problem = tracer.wait_ready()
         except (btf_utils.BtfError, OSError) as exc:
             problem = str(exc)

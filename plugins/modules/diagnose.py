@@ -207,7 +207,8 @@ def main():
         if not phones:
             module.fail_json(msg=f"phone {params['name']!r} is not among the present phones of yogurt_phones")
     try:
-        results, trace = diagnose(phones, params["window"], params["probe"], params["inject"], params["trace"])
+        results, trace = diagnose(phones, params["window"], params["probe"], params["inject"], params["trace"],
+                                  run_command=module.run_command)
     except RuntimeError as exc:
         module.fail_json(msg=str(exc))
     prefix = f"{params['host']} " if params["host"] else ""

@@ -158,7 +158,13 @@ def veth_object(tmp_path_factory):
     from ansible_collections.yogurt.phone.plugins.module_utils._bpf_build import build_files
 
     paths = [str(ROOT / "bpf" / "wire.h"), str(ROOT / "bpf" / "wire_veth.bpf.c")]
-    return build_files(paths, ["wire_veth.bpf.c"], str(tmp_path_factory.mktemp("bpf")))["wire_veth"]
+    return build_files(paths, ["wire_veth.bpf.c"], str(tmp_path_factory.mktemp("bpf")), run_clang)["wire_veth"]
+
+
+def run_clang(argv):
+    """clang for _bpf_build.build_files outside a module: (rc, stdout, stderr), as run_command gives."""
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    return proc.returncode, proc.stdout, proc.stderr
 
 
 def build_object(src, outdir):
