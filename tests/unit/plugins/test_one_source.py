@@ -130,3 +130,17 @@ def test_phones_and_the_boot_runner_converge_through_converge_host():
     for path in (ROOT / "plugins" / "modules" / "phones.py", ROOT / "roles" / "yogurt_phone" / "templates" / "converge-at-boot.j2"):
         text = path.read_text()
         assert "converge_host(" in text and "HostConverger(" not in text and "host_lock(" not in text, path
+
+
+def test_compile_programs_default_is_every_bpf_c_source():
+    """The programs option's default lives in _bpf_build.plan_build, for bpf_compile and phones alike."""
+    from ansible_collections.yogurt.phone.plugins.module_utils._bpf_build import BuildError, plan_build
+
+    def run(argv):
+        return 0, "clang version 19\n" if argv[1] == "--version" else "x86_64-linux-gnu\n", ""
+
+    sources = {"wire.h": "", "wire_veth.bpf.c": "", "wire_netkit.bpf.c": ""}
+    plan = plan_build(sources, None, "/nonexistent", run=run)
+    assert plan["programs"] == ["wire_netkit.bpf.c", "wire_veth.bpf.c"]
+    with pytest.raises(BuildError, match="none of the sources"):
+        plan_build({"wire.h": ""}, None, "/nonexistent", run=run)
