@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import json
 import os
 import pathlib
@@ -216,18 +215,16 @@ def settle_memory(seconds=2.0, limit=30.0):
 
 # ---------------------------------------------------------------- BPF
 
-_BPF_ENABLE_STATS = 32
-_BPF_STATS_RUN_TIME = 0
-_SYS_BPF = 321  # x86_64
-
-
 @contextlib.contextmanager
 def bpf_stats():
     """BPF run counters on while inside. BPF_ENABLE_STATS holds them on for as long as its fd
     is open, so a killed run cannot leave them on; the sysctl is the fallback (restored after)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    attr = ctypes.create_string_buffer(8)  # union bpf_attr { u32 type } padded
-    fd = libc.syscall(_SYS_BPF, _BPF_ENABLE_STATS, attr, 8)
+    from ansible_collections.yogurt.phone.plugins.module_utils import _bpf as bpf
+
+    try:
+        fd = bpf.enable_stats()
+    except bpf.BpfError:
+        fd = -1
     if fd >= 0:
         try:
             yield "BPF_ENABLE_STATS"

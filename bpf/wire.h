@@ -20,12 +20,15 @@ struct {
 	__type(value, struct wire);
 } wires SEC(".maps");
 
-/* Counter slots; keep in step with COUNTERS in plugins/module_utils/_wire.py. */
+/* Counter slots, each with the name plugins/module_utils/_wire.py's COUNTERS gives it (the
+ * first word of its comment; "+ 2:" names the slot two up, the other direction). This enum is
+ * the one definition: tests/unit/plugins/test_one_source.py reads it and fails when COUNTERS,
+ * phone-metrics.py's SLOTS or the netkit VM probe's COUNTERS say otherwise. */
 enum {
-	C_FWD_PKTS = 0,		/* + 2 * direction */
-	C_FWD_BYTES = 1,	/* + 2 * direction */
-	C_REFUSED = 4,		/* sent towards a yogurt by the host, not by the wire */
-	C_UNKNOWN = 5,		/* sent by a device missing from wires */
+	C_FWD_PKTS = 0,		/* forwarded_packets_0to1; + 2: forwarded_packets_1to0 */
+	C_FWD_BYTES = 1,	/* forwarded_bytes_0to1; + 2: forwarded_bytes_1to0 */
+	C_REFUSED = 4,		/* refused: sent towards a yogurt by the host, not by the wire */
+	C_UNKNOWN = 5,		/* unknown_ifindex: sent by a device missing from wires */
 	/* 6, 7: free (6 was refused_guard, fed by the tcx guard_in that the XDP
 	 * guard replaced). C_SLOTS stays 8: pinned maps of older phones are reused. */
 	C_SLOTS = 8,

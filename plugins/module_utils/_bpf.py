@@ -42,15 +42,22 @@ LINK_TYPES = {6: "xdp", 11: "tcx", 13: "netkit"}
 PROG_TYPE_SCHED_CLS = 3
 XDP_FLAGS_DRV_MODE = 4  # native (driver) XDP, never the generic (skb) fallback
 
-# bpf(2) commands used through the raw syscall.
-_BPF_OBJ_GET_INFO_BY_FD = 15
-_BPF_PROG_QUERY = 16
-_BPF_PROG_GET_FD_BY_ID = 13
-_BPF_PROG_LOAD = 5
-_BPF_LINK_DETACH = 34
-_BPF_ENABLE_STATS = 32
+# enum bpf_cmd values (stable kernel ABI) of the commands called through the raw syscall, here
+# or in roles/yogurt_phone/files/phone-metrics.py, which is stdlib-only and keeps a copy of the
+# ones it calls (tests/unit/plugins/test_one_source.py holds that copy to this table).
+BPF_CMD = {
+    "BPF_MAP_LOOKUP_ELEM": 1,
+    "BPF_PROG_LOAD": 5,
+    "BPF_OBJ_GET": 7,
+    "BPF_PROG_GET_FD_BY_ID": 13,
+    "BPF_OBJ_GET_INFO_BY_FD": 15,
+    "BPF_PROG_QUERY": 16,
+    "BPF_ENABLE_STATS": 32,
+    "BPF_LINK_DETACH": 34,
+}
+# The bpf(2) syscall number per machine (uname -m); phone-metrics keeps a copy, tied by the same test.
+SYS_BPF = {"x86_64": 321, "aarch64": 280, "riscv64": 280, "ppc64le": 361, "s390x": 351, "armv7l": 386}
 _BPF_STATS_RUN_TIME = 0
-_SYS_BPF = {"x86_64": 321, "aarch64": 280, "riscv64": 280, "ppc64le": 361, "s390x": 351, "armv7l": 386}
 
 
 class BpfError(Exception):
@@ -234,7 +241,7 @@ def try_obj_get(path):
 # ---------------------------------------------------------------- raw bpf(2)
 
 def _sys_bpf(cmd, attr, what, hint=None):
-    nr = _SYS_BPF.get(platform.machine())
+    nr = SYS_BPF.get(platform.machine())
     if nr is None:
         raise BpfError(errno_mod.ENOSYS, f"{what}: no bpf(2) syscall number known for {platform.machine()}")
     lib()
@@ -248,7 +255,7 @@ def _obj_info(fd, size, what):
     info = ctypes.create_string_buffer(size)
     attr = ctypes.create_string_buffer(16)
     struct.pack_into("=IIQ", attr, 0, fd, size, ctypes.addressof(info))
-    _sys_bpf(_BPF_OBJ_GET_INFO_BY_FD, attr, what)
+    _sys_bpf(BPF_CMD["BPF_OBJ_GET_INFO_BY_FD"], attr, what)
     return info.raw
 
 
@@ -292,7 +299,7 @@ def enable_stats():
     """BPF_ENABLE_STATS (run time and count of every program) while the returned fd is open."""
     attr = ctypes.create_string_buffer(8)
     struct.pack_into("=I", attr, 0, _BPF_STATS_RUN_TIME)
-    return _sys_bpf(_BPF_ENABLE_STATS, attr, "enabling BPF run statistics",
+    return _sys_bpf(BPF_CMD["BPF_ENABLE_STATS"], attr, "enabling BPF run statistics",
                     "needs root (CAP_SYS_ADMIN) and Linux >= 5.8")
 
 
@@ -317,7 +324,7 @@ def prog_query(ifindex, attach_type, max_count=64):
     struct.pack_into("=IIIIQII", attr, 0, ifindex, at, 0, 0, ctypes.addressof(progs), max_count, 0)
     struct.pack_into("=Q", attr, 40, ctypes.addressof(links))
     try:
-        _sys_bpf(_BPF_PROG_QUERY, attr, f"querying {attach_type} programs on ifindex {ifindex}")
+        _sys_bpf(BPF_CMD["BPF_PROG_QUERY"], attr, f"querying {attach_type} programs on ifindex {ifindex}")
     except BpfError as exc:
         hint = _attach_hint(attach_type, exc.errno)
         raise BpfError(exc.errno, f"{exc.message}. {hint}" if hint else exc.message) from None
@@ -329,7 +336,7 @@ def prog_query(ifindex, attach_type, max_count=64):
 def prog_fd_by_id(prog_id):
     attr = ctypes.create_string_buffer(16)
     struct.pack_into("=I", attr, 0, prog_id)
-    return _sys_bpf(_BPF_PROG_GET_FD_BY_ID, attr, f"opening program id {prog_id}")
+    return _sys_bpf(BPF_CMD["BPF_PROG_GET_FD_BY_ID"], attr, f"opening program id {prog_id}")
 
 
 def prog_load_trivial(name="yg_probe"):
@@ -341,7 +348,7 @@ def prog_load_trivial(name="yg_probe"):
     struct.pack_into("=IIQQ", attr, 0, PROG_TYPE_SCHED_CLS, len(insns) // 8, ctypes.addressof(code),
                      ctypes.addressof(lic))
     attr[48:48 + len(name)] = name.encode()[:15]
-    return _sys_bpf(_BPF_PROG_LOAD, attr, "loading a trivial SCHED_CLS program",
+    return _sys_bpf(BPF_CMD["BPF_PROG_LOAD"], attr, "loading a trivial SCHED_CLS program",
                     "loading BPF programs needs root (CAP_BPF and CAP_NET_ADMIN)")
 
 
@@ -403,7 +410,7 @@ def link_detach(link_fd):
     struct.pack_into("=I", attr, 0, link_fd)
     rcu.before_grace_period()
     try:
-        _sys_bpf(_BPF_LINK_DETACH, attr, "detaching a link")
+        _sys_bpf(BPF_CMD["BPF_LINK_DETACH"], attr, "detaching a link")
     except BpfError as exc:
         if exc.errno not in (errno_mod.ENOLINK, errno_mod.EINVAL, errno_mod.EOPNOTSUPP, errno_mod.ENODEV):
             raise

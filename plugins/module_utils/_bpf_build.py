@@ -21,6 +21,19 @@ import os
 import platform
 
 BASE_FLAGS = ["-O2", "-g", "-target", "bpf", "-Wall"]
+DEST = "/var/lib/yogurt-phone/bpf"
+
+
+def compile_argument_spec():
+    """The compile options, as the bpf_compile module takes them and the phones module's compile
+    option. Documented once, in plugins/doc_fragments/_compile.py."""
+    return dict(
+        sources=dict(type="dict", required=True),
+        programs=dict(type="list", elements="str"),
+        dest=dict(type="path", default=DEST),
+        clang=dict(type="str", default="clang"),
+        cflags=dict(type="list", elements="str", default=[]),
+    )
 
 
 class BuildError(Exception):
@@ -43,7 +56,12 @@ def plan_build(sources, programs, dest, clang="clang", cflags=(), run=None):
     """What would be built: {'hash', 'objects': {stem: path}, 'srcdir', 'flags', 'clang', 'sources'}.
 
     `run(argv)` returns (rc, stdout, stderr): a module's run_command, or the caller's own runner
-    outside a module (bpf/build.py)."""
+    outside a module (bpf/build.py). `programs` None: every <stem>.bpf.c among the sources."""
+    if programs is None:
+        programs = sorted(name for name in sources if name.endswith(".bpf.c"))
+        if not programs:
+            raise BuildError(f"none of the sources ({', '.join(sorted(sources))}) is a BPF program "
+                             "(<stem>.bpf.c): add one, or name the programs to compile")
     for name in programs:
         if name not in sources:
             raise BuildError(f"program {name} is not among the sources ({', '.join(sorted(sources))})")

@@ -72,6 +72,26 @@ REFUSAL_ERRNOS = ("ENOBUFS",)
 SOCKET_TYPES = (("raw", socket.SOCK_RAW), ("dgram", socket.SOCK_DGRAM))
 DESTINATIONS = ("unicast", "broadcast", "multicast")
 
+# The call's defaults: the one place for them (call_argument_spec() and the functions below).
+COUNT = 3      # echo requests per direction and address
+FRAMES = 4     # frames per injection or reverse check
+WAIT = 0.25    # seconds after an end's last frame before the listeners are read
+
+
+def call_argument_spec():
+    """The call's options, as the call module takes them and the phones module's call option.
+
+    Documented once each in plugins/doc_fragments/_call.py (top level and as suboptions).
+    """
+    return dict(
+        host=dict(type="str"),
+        count=dict(type="int", default=COUNT),
+        injection=dict(type="bool", default=True),
+        reverse=dict(type="bool", default=True),
+        frames=dict(type="int", default=FRAMES),
+        wait=dict(type="float", default=WAIT),
+    )
+
 
 def _in_netns(netns, factory):
     with in_netns(netns):
@@ -87,7 +107,7 @@ def _checksum(data):
     return ~total & 0xFFFF
 
 
-def ping(src_netns, dst_ip, count=3, timeout=1.0):
+def ping(src_netns, dst_ip, count=COUNT, timeout=1.0):
     """Echo requests from inside src_netns; returns the number of replies."""
     ip = ipaddress.ip_address(dst_ip)
     if ip.version == 4:
@@ -392,7 +412,7 @@ def _send_batch(sock, items, counts):
             counts["refused_at_send"][key] = counts["refused_at_send"].get(key, 0) + 1
 
 
-def inject_matrix(end, phone_name=None, frames=4, wait=0.25, refusal_timeout=0.2, marker=None, end_index=0):
+def inject_matrix(end, phone_name=None, frames=FRAMES, wait=WAIT, refusal_timeout=0.2, marker=None, end_index=0):
     """Every host -> yogurt injection of one end; a list of check dicts (see the module's RETURN).
 
     end: {netns, host_ifname, cont_ifname, addresses}. The caller is in the host namespace.
@@ -547,7 +567,7 @@ def neighbours(ifindexes, ips, macs):
             if ifindex in ifindexes or dst in ips or mac in macs}
 
 
-def run_reverse(phone, frames=4, wait=0.25):
+def run_reverse(phone, frames=FRAMES, wait=WAIT):
     """Every yogurt -> host attempt of one phone; a list of check dicts."""
     marker = new_marker()
     ends = phone["ends"]
@@ -680,7 +700,7 @@ class _stage:  # pylint: disable=invalid-name
         return True
 
 
-def call_phone(phone, count=3, injection=True, reverse=True, frames=4, wait=0.25, wire_state=None):
+def call_phone(phone, count=COUNT, injection=True, reverse=True, frames=FRAMES, wait=WAIT, wire_state=None):
     """Run the whole call for one normalized phone; returns a result dict with ok True/False."""
     ends = phone["ends"]
     checks = []
@@ -726,7 +746,7 @@ def wire_state(phone, kernel):
             "reason": backend_reason(phone.get("backend"), backend, kernel, mode)}
 
 
-def place_calls(phones, host=None, count=3, injection=True, reverse=True, frames=4, wait=0.25):
+def place_calls(phones, host=None, count=COUNT, injection=True, reverse=True, frames=FRAMES, wait=WAIT):
     """The call of every present phone of a host, as the call module returns it (without 'changed').
 
     {'ok', 'calls', 'summary', 'failures'}: one call dict and one summary line per phone (each

@@ -256,7 +256,7 @@ def _delta(before, after):
 
 def probe_phone(phone, inject):
     """The call's ping and TCP both ways (and its injection matrix when asked): the checks."""
-    result = call.call_phone(phone, count=3, injection=inject, reverse=False)
+    result = call.call_phone(phone, count=call.COUNT, injection=inject, reverse=False)
     return result["checks"]
 
 

@@ -54,7 +54,7 @@ from ansible_collections.yogurt.phone.plugins.module_utils._netns import (
     netns_exists,
     netns_path,
 )
-from ansible_collections.yogurt.phone.plugins.module_utils._phone_model import ifname_problem, netns_problem
+from ansible_collections.yogurt.phone.plugins.module_utils._names import ifname_problem, netns_problem
 from ansible_collections.yogurt.phone.plugins.module_utils import _pyroute2_dep as pyroute2_dep
 
 KIND = "netkit"

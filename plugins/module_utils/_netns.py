@@ -25,7 +25,7 @@ import os
 import socket
 import struct
 
-from ansible_collections.yogurt.phone.plugins.module_utils._phone_model import netns_problem
+from ansible_collections.yogurt.phone.plugins.module_utils._names import netns_problem
 
 NETNS_RUN_DIR = "/run/netns"
 

@@ -34,6 +34,7 @@ from ansible_collections.yogurt.phone.plugins.module_utils._netlink import (
     routes_by_device,
 )
 from ansible_collections.yogurt.phone.plugins.module_utils._netkit import converge_netkit
+from ansible_collections.yogurt.phone.plugins.module_utils._probes import probe_kernel
 from ansible_collections.yogurt.phone.plugins.module_utils._netns import (
     create_netns,
     delete_netns,
@@ -413,6 +414,26 @@ class HostConverger:
             raise
         except Exception as exc:  # every failure names the phone and the step
             raise PhoneError(f"{where}: {what} failed: {exc}") from exc
+
+
+def converge_host(phones, objects, check_mode=False, host_addresses="remove", exclusive=False, expedite_rcu=True):
+    """The whole converge of a host, as the phones module and the boot runner both run it.
+
+    Under the host lock: the kernel probes, then the converger inside the expedited-RCU span
+    (opened after the probes, which attach on a scratch namespace, so only the run's own link
+    work turns expedited grace periods on; check mode attaches nothing). Returns the
+    converger's result plus 'kernel' (the probes' facts) and 'rcu_expedited' (the span's
+    report). Raises PhoneError.
+    """
+    with host_lock():
+        facts = probe_kernel()
+        converger = HostConverger(phones, facts, objects, check_mode=check_mode,
+                                  host_addresses=host_addresses, exclusive=exclusive)
+        with rcu.expedited_span(expedite_rcu, check_mode) as span:
+            result = converger.run()
+    result["rcu_expedited"] = span.report()
+    result["kernel"] = facts
+    return result
 
 
 def _present_result(name, backend, reason, actions, converged, wire_res):

@@ -39,7 +39,7 @@ from ansible_collections.yogurt.phone.plugins.module_utils import _attach as att
 from ansible_collections.yogurt.phone.plugins.module_utils import _bpf as bpf
 from ansible_collections.yogurt.phone.plugins.module_utils._netlink import ipr_in, read_link
 from ansible_collections.yogurt.phone.plugins.module_utils._netns import in_netns
-from ansible_collections.yogurt.phone.plugins.module_utils._phone_model import (
+from ansible_collections.yogurt.phone.plugins.module_utils._names import (
     BACKEND_CHOICES,
     BACKENDS,
     ifname_problem,
@@ -48,7 +48,7 @@ from ansible_collections.yogurt.phone.plugins.module_utils._phone_model import (
 from ansible_collections.yogurt.phone.plugins.module_utils._probes import tcx_errno
 from ansible_collections.yogurt.phone.plugins.module_utils._pyroute2_dep import has_pyroute2
 
-PIN_ROOT = bpf.BPFFS + "/yogurt"   # the bpffs root of every phone: PIN_ROOT/<phone>/
+PIN_ROOT = bpf.BPFFS + "/yogurt"   # the bpffs root of every phone: PIN_ROOT/<phone>/ (tests import it)
 
 # (hook, program, attach type, side): attached in this order (all ends of one hook, then
 # the next hook), so that on veth the guard is in place before the wire starts delivering.
@@ -77,7 +77,8 @@ OUR_PROGRAMS = frozenset(prog for table in (HOOKS, LEGACY_HOOKS) for hooks in ta
 # Hooks whose links sit on the yogurt-side device (inside its namespace).
 CONT_HOOKS = frozenset(hook for table in (HOOKS, LEGACY_HOOKS) for hooks in table.values()
                        for hook, _prog, _attach, side in hooks if side == "cont")
-# Counter slots of bpf/wire.h, by name (slot 6 was refused_guard, fed by the legacy guard_in).
+# Counter slots by name, as bpf/wire.h's enum names them (the one definition; a unit test holds
+# this and every other copy to it). Slot 6 was refused_guard, fed by the legacy guard_in.
 COUNTERS = (
     "forwarded_packets_0to1",
     "forwarded_bytes_0to1",

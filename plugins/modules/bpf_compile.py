@@ -22,32 +22,7 @@ author:
   - yogurt.phone developers (@yogurt-phone)
 extends_documentation_fragment:
   - yogurt.phone._attributes
-options:
-  sources:
-    description:
-      - File name to file content, for every file the programs need (C(.c) and C(.h)).
-    type: dict
-    required: true
-  programs:
-    description:
-      - Which of O(sources) to compile; each gives C(<dest>/<stem>-<hash>.o), where
-        C(<stem>) is the file name without C(.bpf.c).
-    type: list
-    elements: str
-    required: true
-  dest:
-    description: Directory for the sources and objects.
-    type: path
-    default: /var/lib/yogurt-phone/bpf
-  clang:
-    description: The compiler to run.
-    type: str
-    default: clang
-  cflags:
-    description: Extra flags for every compile (for example C(-DWIRE_DEBUG)).
-    type: list
-    elements: str
-    default: []
+  - yogurt.phone._compile
 attributes:
   check_mode:
     support: full
@@ -96,20 +71,11 @@ removed:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.yogurt.phone.plugins.module_utils._bpf_build import converge_build_for
+from ansible_collections.yogurt.phone.plugins.module_utils._bpf_build import compile_argument_spec, converge_build_for
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            sources=dict(type="dict", required=True),
-            programs=dict(type="list", elements="str", required=True),
-            dest=dict(type="path", default="/var/lib/yogurt-phone/bpf"),
-            clang=dict(type="str", default="clang"),
-            cflags=dict(type="list", elements="str", default=[]),
-        ),
-        supports_check_mode=True,
-    )
+    module = AnsibleModule(argument_spec=compile_argument_spec(), supports_check_mode=True)
     result = converge_build_for(module, module.params)
     module.exit_json(**result)
 

@@ -43,34 +43,10 @@ description:
 extends_documentation_fragment:
   - yogurt.phone._attributes
   - yogurt.phone._phones
+  - yogurt.phone._call
 author:
   - yogurt.phone developers (@yogurt-phone)
 options:
-  count:
-    description: Echo requests per direction and address.
-    type: int
-    default: 3
-  injection:
-    description: Whether to make the injection attempts from the host namespace.
-    type: bool
-    default: true
-  reverse:
-    description: Whether to make the attempts from the yogurts towards the host namespace.
-    type: bool
-    default: true
-  frames:
-    description: Frames per injection or reverse check (one check is one device, family,
-      socket type, bypass setting and destination).
-    type: int
-    default: 4
-  wait:
-    description: Seconds to wait after the last frame of an end before the listeners are read.
-    type: float
-    default: 0.25
-  host:
-    description: Name of the host, put in front of every summary line and failure (for example
-      C(inventory_hostname)).
-    type: str
   fail_on_failure:
     description:
       - Whether a failed check fails the module. With V(false) the module returns RV(ok),
@@ -185,7 +161,7 @@ calls:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.yogurt.phone.plugins.module_utils._call import place_calls
+from ansible_collections.yogurt.phone.plugins.module_utils._call import call_argument_spec, place_calls
 from ansible_collections.yogurt.phone.plugins.module_utils._phone_model import PhoneInputError, normalize_phones
 from ansible_collections.yogurt.phone.plugins.module_utils._pyroute2_dep import assert_required_pyroute2
 
@@ -194,13 +170,8 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             phones=dict(type="list", elements="raw"),
-            count=dict(type="int", default=3),
-            injection=dict(type="bool", default=True),
-            reverse=dict(type="bool", default=True),
-            frames=dict(type="int", default=4),
-            wait=dict(type="float", default=0.25),
-            host=dict(type="str"),
             fail_on_failure=dict(type="bool", default=True),
+            **call_argument_spec(),
         ),
         supports_check_mode=True,
     )
@@ -213,9 +184,7 @@ def main():
         module.exit_json(changed=False, calls=[], summary=[], failures=[], skipped=True,
                          msg="check mode: no call placed")
     assert_required_pyroute2(module)
-    result = dict(changed=False, **place_calls(phones, host=params["host"], count=params["count"],
-                                               injection=params["injection"], reverse=params["reverse"],
-                                               frames=params["frames"], wait=params["wait"]))
+    result = dict(changed=False, **place_calls(phones, **{name: params[name] for name in call_argument_spec()}))
     if result["failures"] and params["fail_on_failure"]:
         module.fail_json(msg="the call failed: " + "; ".join(result["failures"]), **result)
     module.exit_json(**result)

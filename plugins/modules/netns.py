@@ -107,7 +107,7 @@ from ansible_collections.yogurt.phone.plugins.module_utils._netns import (
     netns_path,
     set_loopback,
 )
-from ansible_collections.yogurt.phone.plugins.module_utils._phone_model import netns_problem
+from ansible_collections.yogurt.phone.plugins.module_utils._names import netns_problem
 
 
 class NetnsModule:

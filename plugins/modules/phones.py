@@ -32,6 +32,8 @@ author:
 extends_documentation_fragment:
   - yogurt.phone._attributes
   - yogurt.phone._phones
+  - yogurt.phone._compile.suboptions
+  - yogurt.phone._call.suboptions
 options:
   veth_object:
     description:
@@ -88,29 +90,6 @@ options:
       - Saves a module run per host (the C(yogurt.phone.yogurt_phone) role uses it).
     type: dict
     version_added: 1.1.0
-    suboptions:
-      sources:
-        description: File name to file content, for every file the programs need (C(.c) and C(.h)).
-        type: dict
-        required: true
-      programs:
-        description: Which of O(compile.sources) to compile.
-        type: list
-        elements: str
-        default: [wire_veth.bpf.c, wire_netkit.bpf.c]
-      dest:
-        description: Directory for the sources and objects.
-        type: path
-        default: /var/lib/yogurt-phone/bpf
-      clang:
-        description: The compiler to run.
-        type: str
-        default: clang
-      cflags:
-        description: Extra flags for every compile (for example C(-DWIRE_DEBUG)).
-        type: list
-        elements: str
-        default: []
   call:
     description:
       - After converging, place a test call through every present phone in this same module
@@ -122,30 +101,6 @@ options:
       - The call changes nothing, so it never makes the task V(changed).
     type: dict
     version_added: 1.1.0
-    suboptions:
-      host:
-        description: Name of the host, put in front of every summary line and failure (for example C(inventory_hostname)).
-        type: str
-      count:
-        description: Echo requests per direction and address.
-        type: int
-        default: 3
-      injection:
-        description: Whether to make the injection attempts from the host namespace.
-        type: bool
-        default: true
-      reverse:
-        description: Whether to make the attempts from the yogurts towards the host namespace.
-        type: bool
-        default: true
-      frames:
-        description: Frames per injection or reverse check.
-        type: int
-        default: 4
-      wait:
-        description: Seconds to wait after the last frame of an end before the listeners are read.
-        type: float
-        default: 0.25
 attributes:
   check_mode:
     support: full
@@ -464,29 +419,11 @@ kernel:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.yogurt.phone.plugins.module_utils._bpf_build import converge_build_for
-from ansible_collections.yogurt.phone.plugins.module_utils._call import place_calls
-from ansible_collections.yogurt.phone.plugins.module_utils._phone_converge import HostConverger, PhoneError, host_lock
+from ansible_collections.yogurt.phone.plugins.module_utils._bpf_build import compile_argument_spec, converge_build_for
+from ansible_collections.yogurt.phone.plugins.module_utils._call import call_argument_spec, place_calls
+from ansible_collections.yogurt.phone.plugins.module_utils._phone_converge import PhoneError, converge_host
 from ansible_collections.yogurt.phone.plugins.module_utils._phone_model import PhoneInputError, normalize_phones
-from ansible_collections.yogurt.phone.plugins.module_utils._probes import probe_kernel
-from ansible_collections.yogurt.phone.plugins.module_utils._rcu import expedited_span
 from ansible_collections.yogurt.phone.plugins.module_utils._pyroute2_dep import assert_required_pyroute2
-
-COMPILE_SPEC = dict(
-    sources=dict(type="dict", required=True),
-    programs=dict(type="list", elements="str", default=["wire_veth.bpf.c", "wire_netkit.bpf.c"]),
-    dest=dict(type="path", default="/var/lib/yogurt-phone/bpf"),
-    clang=dict(type="str", default="clang"),
-    cflags=dict(type="list", elements="str", default=[]),
-)
-CALL_SPEC = dict(
-    host=dict(type="str"),
-    count=dict(type="int", default=3),
-    injection=dict(type="bool", default=True),
-    reverse=dict(type="bool", default=True),
-    frames=dict(type="int", default=4),
-    wait=dict(type="float", default=0.25),
-)
 
 
 def compile_wire(module, objects):
@@ -511,8 +448,8 @@ def main():
             host_addresses=dict(type="str", default="remove", choices=["remove", "report"]),
             exclusive=dict(type="bool", default=False),
             expedite_rcu=dict(type="bool", default=True),
-            compile=dict(type="dict", options=COMPILE_SPEC),
-            call=dict(type="dict", options=CALL_SPEC),
+            compile=dict(type="dict", options=compile_argument_spec()),
+            call=dict(type="dict", options=call_argument_spec()),
         ),
         supports_check_mode=True,
     )
@@ -525,16 +462,9 @@ def main():
     objects = {"veth": module.params["veth_object"], "netkit": module.params["netkit_object"]}
     compiled = compile_wire(module, objects)
     try:
-        with host_lock():
-            facts = probe_kernel()
-            converger = HostConverger(phones, facts, objects, check_mode=module.check_mode,
-                                      host_addresses=module.params["host_addresses"],
-                                      exclusive=module.params["exclusive"])
-            # Opened after the probes, which attach on a scratch namespace: only the run's own
-            # link work turns expedited grace periods on. Check mode attaches nothing.
-            with expedited_span(module.params["expedite_rcu"], module.check_mode) as span:
-                result = converger.run()
-            result["rcu_expedited"] = span.report()
+        result = converge_host(phones, objects, check_mode=module.check_mode,
+                               host_addresses=module.params["host_addresses"], exclusive=module.params["exclusive"],
+                               expedite_rcu=module.params["expedite_rcu"])
     except PhoneError as exc:
         module.fail_json(msg=str(exc))
     for text in result.pop("warnings"):
@@ -552,7 +482,7 @@ def main():
         # After the host lock is released, as when the call module ran as its own task.
         result["call"] = (dict(skipped=True, msg="check mode: no call placed") if module.check_mode else
                           place_calls([p for p in phones if p["state"] == "present"], **module.params["call"]))
-    module.exit_json(kernel=facts, **result)
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

@@ -16,11 +16,12 @@ import uuid
 
 import pytest
 
+from ansible_collections.yogurt.phone.plugins.module_utils._wire import PIN_ROOT
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 # The controller that runs the playbooks and modules: .venv, or another venv (YOGURT_VENV=),
 # as the controllers layer of scripts/test does to converge on each ansible-core line.
 VENV_BIN = pathlib.Path(os.environ.get("YOGURT_VENV") or ROOT / ".venv") / "bin"
-BPFFS_ROOT = "/sys/fs/bpf/yogurt"
 
 
 def _netns_names():
@@ -146,7 +147,7 @@ def sandbox(prefix):
             if ns.startswith(prefix) and ns != name:
                 subprocess.run(["ip", "netns", "del", ns], check=False)
         subprocess.run(["ip", "netns", "del", name], check=False)
-        for entry in pathlib.Path(BPFFS_ROOT).glob(f"{prefix}*"):
+        for entry in pathlib.Path(PIN_ROOT).glob(f"{prefix}*"):
             subprocess.run(["rm", "-rf", str(entry)], check=False)
         for record in pathlib.Path("/run/yogurt/phones").glob(f"{prefix}*"):  # .json and .tmp
             record.unlink(missing_ok=True)

@@ -25,9 +25,10 @@ import pytest
 
 from test_wire_veth import Phone
 
+from ansible_collections.yogurt.phone.plugins.module_utils._wire import PIN_ROOT
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "roles" / "yogurt_phone" / "files" / "phone-metrics.py"
-PIN_ROOT = "/sys/fs/bpf/yogurt"
 CACHE = pathlib.Path.home() / ".cache" / "yogurt-phone" / "node-exporter"
 EXPORTER = CACHE / "usr" / "bin" / "prometheus-node-exporter"
 SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")

@@ -10,7 +10,7 @@ import yaml
 
 from conftest import ROOT, VENV_BIN, recap
 
-PINS = "/sys/fs/bpf/yogurt"
+from ansible_collections.yogurt.phone.plugins.module_utils._wire import PIN_ROOT as PINS
 
 
 def phone(prefix, index, state="present", octet=42, **extra):

@@ -16,8 +16,10 @@ import time
 
 import pytest
 
+from ansible_collections.yogurt.phone.plugins.module_utils import _wire as wire
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-PIN_ROOT = pathlib.Path("/sys/fs/bpf/yogurt")
+PIN_ROOT = pathlib.Path(wire.PIN_ROOT)
 MARKER = 0x79677274  # WIRE_MARK in bpf/wire.h
 
 # Counts datagrams on UDP port argv[1] until stdin closes: the count window is the sender's

@@ -31,11 +31,13 @@ import sys
 import tempfile
 import time
 
+# Copies, for a script that runs on the host's own python3 without the collection; each is held
+# to its one definition by tests/unit/plugins/test_one_source.py: PIN_ROOT (_wire.PIN_ROOT),
+# SLOTS (bpf/wire.h's enum, _wire.COUNTERS), _SYS_BPF and the commands (_bpf.SYS_BPF, BPF_CMD).
 PIN_ROOT = "/sys/fs/bpf/yogurt"
 FILENAME = "yogurt_phone.prom"
 
-# Counter slots of bpf/wire.h (COUNTERS in plugins/module_utils/_wire.py):
-# slot -> (family, direction or None).
+# Counter slot -> (family, direction or None); the name is family_direction.
 SLOTS = {
     0: ("forwarded_packets", "0to1"),
     1: ("forwarded_bytes", "0to1"),
@@ -53,9 +55,7 @@ FAMILIES = (
 )
 
 _SYS_BPF = {"x86_64": 321, "aarch64": 280, "riscv64": 280, "ppc64le": 361, "s390x": 351, "armv7l": 386}
-_BPF_MAP_LOOKUP_ELEM = 1
-_BPF_OBJ_GET = 7
-_BPF_OBJ_GET_INFO_BY_FD = 15
+_BPF_CMD = {"BPF_MAP_LOOKUP_ELEM": 1, "BPF_OBJ_GET": 7, "BPF_OBJ_GET_INFO_BY_FD": 15}
 _BPF_F_RDONLY = 1 << 3
 _MAP_TYPE_PERCPU_ARRAY = 6
 
@@ -82,14 +82,14 @@ def obj_get(path, flags=0):
     name = ctypes.create_string_buffer(path.encode())
     attr = ctypes.create_string_buffer(16)
     struct.pack_into("=QII", attr, 0, ctypes.addressof(name), 0, flags)
-    return _bpf(_BPF_OBJ_GET, attr, f"opening {path}")
+    return _bpf(_BPF_CMD["BPF_OBJ_GET"], attr, f"opening {path}")
 
 
 def obj_info(fd, size, what):
     info = ctypes.create_string_buffer(size)
     attr = ctypes.create_string_buffer(16)
     struct.pack_into("=IIQ", attr, 0, fd, size, ctypes.addressof(info))
-    _bpf(_BPF_OBJ_GET_INFO_BY_FD, attr, what)
+    _bpf(_BPF_CMD["BPF_OBJ_GET_INFO_BY_FD"], attr, what)
     return info.raw
 
 
@@ -120,7 +120,7 @@ def read_counters(path):
         for slot in range(max_entries):
             struct.pack_into("=I", key, 0, slot)
             struct.pack_into("=IIQQQ", attr, 0, fd, 0, ctypes.addressof(key), ctypes.addressof(value), 0)
-            _bpf(_BPF_MAP_LOOKUP_ELEM, attr, f"reading slot {slot} of {path}")
+            _bpf(_BPF_CMD["BPF_MAP_LOOKUP_ELEM"], attr, f"reading slot {slot} of {path}")
             counters[slot] = sum(struct.unpack_from(f"={ncpu}Q", value.raw))
         return counters
     finally:

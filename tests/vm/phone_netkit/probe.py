@@ -31,10 +31,14 @@ CLONE_NEWNET = 0x40000000
 SOL_PACKET = 263
 PACKET_QDISC_BYPASS = 20
 ETH_P_IP = 0x0800
-WIRE_MARK = 0x79677274  # bpf/wire.h
 HOST_ADDR = "10.0.2.15"  # the VM's eth0, in the host namespace
+# Copies (this file runs alone in the VM, fed on stdin, and checks the collection against the
+# kernel, not against itself); tests/unit/plugins/test_one_source.py holds each to its one
+# definition: WIRE_MARK and COUNTERS to bpf/wire.h, PIN_ROOT to _wire.PIN_ROOT.
+WIRE_MARK = 0x79677274
+PIN_ROOT = "/sys/fs/bpf/yogurt"
 COUNTERS = ("forwarded_packets_0to1", "forwarded_bytes_0to1", "forwarded_packets_1to0", "forwarded_bytes_1to0",
-            "refused", "unknown_ifindex", "refused_guard")
+            "refused", "unknown_ifindex")
 LIBC = ctypes.CDLL(None, use_errno=True)
 
 
@@ -69,7 +73,7 @@ def addr(end):
 
 def counters(phone):
     """Counters of `phone`, summed over CPUs, read with bpftool from the pinned map."""
-    path = f"/sys/fs/bpf/yogurt/{phone['name']}/map_counters"
+    path = f"{PIN_ROOT}/{phone['name']}/map_counters"
     proc = sh("bpftool", "-j", "map", "dump", "pinned", path)
     if proc.returncode:
         return None
@@ -409,7 +413,7 @@ def _link_id(path):
 def step_detach(phones, _arg):
     """Take A's wire off by hand: end 0's links detached (pins stay, defunct), end 1's unpinned."""
     phone_a = phones[0]
-    pdir = f"/sys/fs/bpf/yogurt/{phone_a['name']}"
+    pdir = f"{PIN_ROOT}/{phone_a['name']}"
     out = {"pins_before": sorted(os.listdir(pdir)), "detached": {}, "unpinned": []}
     for hook in ("primary", "peer"):
         path = f"{pdir}/link_end0_{hook}"
@@ -521,8 +525,8 @@ def step_gone(phones, _arg):
     pfx = os.path.commonprefix([p["name"] for p in phones])
     links = json.loads(sh("bpftool", "-j", "link", "show").stdout or "[]")
     return {
-        "pin_dirs": {p["name"]: os.path.exists(f"/sys/fs/bpf/yogurt/{p['name']}") for p in phones},
-        "pin_root": sorted(os.listdir("/sys/fs/bpf/yogurt")) if os.path.isdir("/sys/fs/bpf/yogurt") else None,
+        "pin_dirs": {p["name"]: os.path.exists(f"{PIN_ROOT}/{p['name']}") for p in phones},
+        "pin_root": sorted(os.listdir(PIN_ROOT)) if os.path.isdir(PIN_ROOT) else None,
         "netkit_attachments": netkit_attachments(),
         "netkit_links": [lk for lk in links if lk.get("type") == "netkit"],
         "netns": [n for n in sh("ip", "netns", "list").stdout.split() if n.startswith(pfx)],

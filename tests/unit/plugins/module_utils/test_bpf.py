@@ -52,21 +52,6 @@ def test_object_has_the_programs_and_maps_wire_expects(objects, backend):
             assert section == ("xdp.frags" if attach == "xdp" else attach.replace("_", "/", 1))
 
 
-def test_counter_names_are_in_step_with_wire_h():
-    """COUNTERS[slot] names the slot bpf/wire.h's enum gives it; C_SLOTS stays 8 (pinned maps are reused)."""
-    import re
-
-    text = (ROOT / "bpf" / "wire.h").read_text()
-    slots = dict((name, int(value)) for name, value in re.findall(r"\b(C_[A-Z_]+) = (\d+)", text))
-    assert slots.pop("C_SLOTS") == 8
-    named = {"C_FWD_PKTS": "forwarded_packets_0to1", "C_FWD_BYTES": "forwarded_bytes_0to1",
-             "C_REFUSED": "refused", "C_UNKNOWN": "unknown_ifindex"}
-    assert set(slots) == set(named), slots
-    for name, slot in slots.items():
-        assert wire.COUNTERS[slot] == named[name]
-    assert len(wire.COUNTERS) == max(slots.values()) + 1
-
-
 def test_load_gives_stable_tags_and_info(objects):
     tags = []
     for _round in range(2):

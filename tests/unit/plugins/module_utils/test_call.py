@@ -184,8 +184,10 @@ def test_refusals_are_every_refused_counter_summed_by_name(monkeypatch):
     """A datapath that renames or adds refusal counters keeps being read right."""
     from ansible_collections.yogurt.phone.plugins.module_utils import _bpf as bpf, _wire as wire
 
-    monkeypatch.setattr(wire, "COUNTERS", ("forwarded_packets_0to1", "refused", "unknown_ifindex", "refused_xdp"))
-    values = {0: [5, 5], 1: [2, 1], 2: [7, 0], 3: [10, 4]}
+    layout = wire.COUNTERS + ("refused_xdp",)  # the wire's slots plus one more refusal counter
+    monkeypatch.setattr(wire, "COUNTERS", layout)
+    values = {0: [5, 5], layout.index("refused"): [2, 1], layout.index("unknown_ifindex"): [7, 0],
+              layout.index("refused_xdp"): [10, 4]}
     monkeypatch.setattr(bpf, "try_obj_get", lambda path: 99 if path.endswith("/p1/map_counters") else None)
     monkeypatch.setattr(bpf, "map_items", lambda fd: [(struct.pack("=I", k), struct.pack("=2Q", *v))
                                                       for k, v in values.items()])
