@@ -12,7 +12,6 @@ Ansible runs it on the host) so that the test can kill the very process that cha
 """
 
 import json
-import os
 import pathlib
 import signal
 import subprocess
@@ -21,11 +20,13 @@ import time
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-VENV_PY = pathlib.Path(os.environ.get("YOGURT_VENV") or ROOT / ".venv") / "bin" / "python"
+from yogurt_test import ROOT
+from yogurt_test.ansible import module_argv, module_env
+from yogurt_test.netns import popen
+from yogurt_test.phones import veth_phone
+
 KNOB = pathlib.Path("/sys/kernel/rcu_expedited")
 RECORD = pathlib.Path("/run/yogurt/rcu_expedited.saved")
-MODULE = "ansible_collections.yogurt.phone.plugins.modules.phones"
 
 pytestmark = pytest.mark.skipif(not KNOB.exists(), reason="this kernel has no /sys/kernel/rcu_expedited")
 
@@ -35,14 +36,7 @@ def knob():
 
 
 def phones(prefix, count):
-    out = []
-    for i in range(count):
-        out.append({"name": f"{prefix}-{i}", "backend": "veth", "ends": [
-            {"netns": f"{prefix}-{i}-a", "host_ifname": f"{prefix}{i}ah", "cont_ifname": f"{prefix}{i}ac",
-             "addresses": [f"10.77.{i}.1/24"]},
-            {"netns": f"{prefix}-{i}-b", "host_ifname": f"{prefix}{i}bh", "cont_ifname": f"{prefix}{i}bc",
-             "addresses": [f"10.77.{i}.2/24"]}]})
-    return out
+    return [veth_phone(prefix, i, octet=77) for i in range(count)]
 
 
 class Runner:
@@ -56,9 +50,8 @@ class Runner:
         self.n += 1
         path = self.tmp_path / f"args-{self.n}.json"
         path.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": dict(args, veth_object=self.obj)}))
-        env = dict(os.environ, PYTHONPATH=str(ROOT / ".ansible" / "collections"))
-        return subprocess.Popen(["nsenter", f"--net={self.sandbox.path}", "--", str(VENV_PY), "-m", MODULE, str(path)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+        return subprocess.Popen(module_argv(self.sandbox.path, "phones") + [str(path)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=module_env(), cwd=ROOT)
 
     def run(self, args):
         """(result, set of values rcu_expedited took while the module ran)."""
@@ -157,7 +150,7 @@ def test_teardown_with_a_process_inside_a_yogurt(runner, prefix, sandbox):
     deletes that phone's host side by hand instead of waiting for the kernel, and leaves nothing."""
     spec = phones(prefix, 3)
     runner.run({"phones": spec})
-    holder = subprocess.Popen(["nsenter", f"--net=/run/netns/{spec[1]['ends'][0]['netns']}", "--", "sleep", "600"])
+    holder = popen(spec[1]["ends"][0]["netns"], ["sleep", "600"])
     try:
         time.sleep(0.2)
         started = time.monotonic()

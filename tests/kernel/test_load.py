@@ -16,18 +16,13 @@ import signal
 import subprocess
 import time
 
-
-from test_isolation import converge, counters, ends_of, netns_cmd, nstat, report
-from test_isolation import veth_phone
+from yogurt_test.netns import in_netns as _in, nstat, run as netns_cmd
+from yogurt_test.phones import converge, counters, ends_of, report, veth_phone
 
 LOAD_SECONDS = int(os.environ.get("YOGURT_LOAD_SECONDS", "60"))
 PING_INTERVAL = 0.002
 CHATTER = 200  # packets a yogurt may send besides ours during the run (IPv6 RS/MLD, ARP)
 IP_STATS = ("IpOutTransmits", "IcmpOutEchos", "IcmpInEchos", "IcmpOutEchoReps")
-
-
-def _in(ns, argv):
-    return ["nsenter", f"--net=/run/netns/{ns}", "--"] + argv
 
 
 def _wait_listening(ns, port, timeout=10):

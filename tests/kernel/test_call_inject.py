@@ -17,9 +17,8 @@ import pytest
 
 from ansible_collections.yogurt.phone.plugins.module_utils._call import DESTINATIONS, inject_matrix, run_reverse
 from ansible_collections.yogurt.phone.plugins.module_utils._netns import enter_netns
-from conftest import recap
-from test_site import phone, run
-from test_wire_veth import Phone
+from yogurt_test.ansible import recap, run_playbook as run
+from yogurt_test.phones import PIN_ROOT, VethPhone as Phone, phone_spec as phone
 
 FRAMES = 4
 
@@ -186,7 +185,7 @@ def test_a_broken_phone_fails_with_a_message_naming_the_check(sandbox, tmp_path,
     spec = site_phone(sandbox, tmp_path, dual_stack=False)
     y1, y2 = spec["ends"][0]["netns"], spec["ends"][1]["netns"]
     if damage == "pin":
-        subprocess.run(["rm", f"/sys/fs/bpf/yogurt/{spec['name']}/link_end0_in"], check=True)
+        subprocess.run(["rm", f"{PIN_ROOT}/{spec['name']}/link_end0_in"], check=True)
         # The link goes when bpffs lets go of the pin: the first echo may still make it.
         words = [f"host localhost, phone {spec['name']}, end 0: ping {y1} -> 10.42.1.2: ", "/3 replies"]
     elif damage == "down":

@@ -14,12 +14,16 @@ import struct
 import threading
 import time
 
-from test_isolation import converge, inject, mac_of, netns_cmd, report, run_module, veth_phone
-from test_site import PINS
+from yogurt_test.frames import ipv4_udp
+from yogurt_test.netns import mac_of, run as netns_cmd
+from yogurt_test.phones import PIN_ROOT, converge, report, veth_phone
+from yogurt_test.traffic import inject
+
+PINS = str(PIN_ROOT)
 
 
 def diagnose(sandbox, specs, **args):
-    res = run_module(sandbox, "diagnose", dict({"phones": specs, "window": 1.0}, **args), timeout=180)
+    res = sandbox.run_module("diagnose", dict({"phones": specs, "window": 1.0}, **args), timeout=180)
     assert res["rc"] == 0 and not res.get("failed"), res
     assert res["changed"] is False
     return res
@@ -66,7 +70,7 @@ def test_diagnose_names_each_fault_and_calls_the_intact_phone_healthy(sandbox, v
     assert any(p["hook"] == "in" and p["end"] == 1 for p in got["problems"]), got["problems"]
 
     # 2. One wires map entry deleted: end 0's host side is unknown to the wire.
-    wires = run_module(sandbox, "phone_info", {"name": name})["phones"][0]["wires"]
+    wires = sandbox.run_module("phone_info", {"name": name})["phones"][0]["wires"]
     key = " ".join(str(b) for b in struct.pack("=I", [w["ifindex"] for w in wires if w["direction"] == 0][0]))
     netns_cmd(None, ["bpftool", "map", "delete", "pinned", os.path.join(PINS, name, "map_wires"),
                      "key"] + key.split(), check=True)
@@ -87,7 +91,7 @@ def test_diagnose_names_each_fault_and_calls_the_intact_phone_healthy(sandbox, v
     assert "10.99.0.1/32" in got["first_failure"] and "10.99.1.0/24" in got["first_failure"], got["first_failure"]
 
     # 5. The XDP guard of end 0 detached (bpftool): the call works, the host can reach yogurt 0.
-    links = {link["pin"]: link for link in run_module(sandbox, "phone_info", {"name": name})["phones"][0]["links"]}
+    links = {link["pin"]: link for link in sandbox.run_module("phone_info", {"name": name})["phones"][0]["links"]}
     netns_cmd(None, ["bpftool", "link", "detach", "id", str(links["link_end0_xdp"]["id"])], check=True)
     check("XDP guard of end 0 detached", "exposed", f"{name}, end 0, yogurt side {c0}: guard_xdp (xdp) is detached")
 
@@ -97,7 +101,8 @@ def test_diagnose_names_each_fault_and_calls_the_intact_phone_healthy(sandbox, v
 
     def later():  # after the module's start-up and first sample (~1 s; 3 s seen under load), well inside the window
         time.sleep(4.0)
-        sent.update(inject(sandbox, h1, mac_of(y1, c1), "10.42.1.1", "10.42.1.2", 5700, frames, bypass=True))
+        sent.update(inject(sandbox.name, h1, mac_of(y1, c1), ipv4_udp("10.42.1.1", "10.42.1.2", 5700, b"injected by the host"),
+                           bypass=True, count=frames))
 
     thread = threading.Thread(target=later)
     thread.start()
@@ -118,7 +123,7 @@ def test_diagnose_fail_on_dead_and_check_mode(sandbox, veth_object):
     converge(sandbox, [spec], veth_object)
     y1, c1 = spec["ends"][1]["netns"], spec["ends"][1]["cont_ifname"]
     netns_cmd(y1, ["ip", "link", "set", c1, "down"], check=True)
-    res = run_module(sandbox, "diagnose", {"phones": [spec], "window": 0.5, "fail_on": "dead"})
+    res = sandbox.run_module("diagnose", {"phones": [spec], "window": 0.5, "fail_on": "dead"})
     assert res["rc"] != 0 and res.get("failed"), res
     assert f"end 1, yogurt side {c1}: down" in res["msg"], res["msg"]
     checked = sandbox.module("diagnose", {"phones": [spec], "window": 0.5, "name": spec["name"]}, check=True)

@@ -13,21 +13,23 @@ must report no change. Both attach modes.
 """
 
 import json
-import os
 import pathlib
 import subprocess
-import sys
 import time
 
 import pytest
 
-from test_inject_veth import FRAMES, inject, ipv4_udp, listening, refusals
-from conftest import build_object
-from test_wire_veth import Phone, _pins, netns_run
+from yogurt_test import ROOT
+from yogurt_test.ansible import run_module
+from yogurt_test.frames import ipv4_udp
+from yogurt_test.netns import popen, run
+from yogurt_test.objects import build_object
+from yogurt_test.phones import VethPhone, pins_of, refusals
+from yogurt_test.traffic import handed, inject, probing
 
 LEGACY = pathlib.Path(__file__).resolve().parent / "legacy" / "wire_veth.bpf.c"
 LEGACY_COMMIT = "9f0cdf5"
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+FRAMES = 10
 
 
 @pytest.fixture(scope="module")
@@ -46,37 +48,30 @@ def legacy(tmp_path_factory):
 
 def legacy_wire(sandbox, phone, coll, obj, mode):
     """Run main's wire module (its own code) in the sandbox, as a plain process."""
-    args = phone.args(obj, attach=mode)
-    proc = subprocess.run(["nsenter", f"--net={sandbox.path}", "--", sys.executable, "-m",
-                           "ansible_collections.yogurt.phone.plugins.modules.wire"],
-                          input=json.dumps({"ANSIBLE_MODULE_ARGS": args}), capture_output=True, text=True,
-                          env=dict(os.environ, PYTHONPATH=coll), timeout=120, check=False)
-    res = json.loads(proc.stdout)
-    assert proc.returncode == 0 and not res.get("failed"), (proc.stdout, proc.stderr)
+    res = run_module(sandbox.path, "wire", phone.args(obj, attach=mode), collections=coll)
+    assert res["rc"] == 0 and not res.get("failed"), res
     return res
 
 
 def tc_names(ns, dev, direction):
-    prefix = ["nsenter", f"--net=/run/netns/{ns}", "--"]
-    out = subprocess.run(prefix + ["tc", "-j", "filter", "show", "dev", dev, direction],
-                         capture_output=True, text=True, check=False).stdout
+    out = run(ns, ["tc", "-j", "filter", "show", "dev", dev, direction]).stdout
     return sorted(f["options"]["bpf_name"].split(":")[0] for f in json.loads(out or "[]")
                   if f.get("kind") == "bpf" and "bpf_name" in f.get("options", {}))
 
 
 def tcx_names(ns, dev):
-    out = netns_run(ns, ["bpftool", "-j", "net", "show", "dev", dev]).stdout
+    out = run(ns, ["bpftool", "-j", "net", "show", "dev", dev]).stdout
     return sorted((e["kind"], e["name"]) for e in json.loads(out)[0]["tc"])
 
 
 def xdp_name(ns, dev):
-    xdp = json.loads(netns_run(ns, ["ip", "-j", "-d", "link", "show", dev]).stdout)[0].get("xdp")
+    xdp = json.loads(run(ns, ["ip", "-j", "-d", "link", "show", dev]).stdout)[0].get("xdp")
     return (xdp["mode"], xdp["prog"]["name"]) if xdp else None
 
 
 @pytest.mark.parametrize("mode", ["tcx", "tc"])
 def test_a_phone_of_the_old_object_is_migrated(sandbox, prefix, objects, legacy, mode):
-    phone = Phone(sandbox, prefix, objects["base"])
+    phone = VethPhone(sandbox, prefix, objects["base"])
     sbx = sandbox.name
     res = legacy_wire(sandbox, phone, legacy[1], legacy[0], mode)
     assert res["attach_mode"] == mode
@@ -89,8 +84,8 @@ def test_a_phone_of_the_old_object_is_migrated(sandbox, prefix, objects, legacy,
     assert phone.ping(0) == 3
 
     # Converge with today's object while yogurt 1 pings yogurt 2 every 10 ms.
-    pinger = subprocess.Popen(["nsenter", f"--net=/run/netns/{phone.yogurts[0]}", "--", "ping", "-c", "1000",
-                               "-i", "0.01", "-W", "1", phone.addr[1]], stdout=subprocess.PIPE, text=True)
+    pinger = popen(phone.yogurts[0], ["ping", "-c", "1000", "-i", "0.01", "-W", "1", phone.addr[1]],
+                   stdout=subprocess.PIPE, text=True)
     try:
         time.sleep(0.5)
         res = phone.wire(obj=objects["base"], attach=mode)
@@ -114,7 +109,7 @@ def test_a_phone_of_the_old_object_is_migrated(sandbox, prefix, objects, legacy,
     expected = ["map_counters", "map_wires", "prog_guard_xdp", "prog_wire_in", "link_end0_xdp", "link_end1_xdp"]
     if mode == "tcx":
         expected += ["link_end0_in", "link_end1_in"]
-    assert _pins(phone.name) == sorted(expected)
+    assert pins_of(phone.name) == sorted(expected)
     for i in range(2):
         assert xdp_name(phone.yogurts[i], phone.cont[i]) == (1, "guard_xdp")
         if mode == "tcx":
@@ -131,7 +126,7 @@ def test_a_phone_of_the_old_object_is_migrated(sandbox, prefix, objects, legacy,
     assert phone.ping(0) == 3 and phone.ping(1) == 3
 
     before = refusals(phone.name)
-    with listening(phone, 1) as seen:
-        handed = inject(sandbox.name, phone.host[1], "raw", True, phone.cont_mac(1), "0800",
-                        ipv4_udp(phone.addr[0], phone.addr[1]))
-    assert seen == {"packet": 0, "udp": 0} and refusals(phone.name)["refused"] - before["refused"] == handed == FRAMES
+    with probing(phone.yogurts[1], phone.cont[1]) as seen:
+        sent = handed(inject(sandbox.name, phone.host[1], phone.cont_mac(1), ipv4_udp(phone.addr[0], phone.addr[1]),
+                             bypass=True, count=FRAMES))
+    assert seen == {"packet": 0, "udp": 0} and refusals(phone.name)["refused"] - before["refused"] == sent == FRAMES

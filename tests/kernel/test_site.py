@@ -6,43 +6,12 @@ import shutil
 import subprocess
 
 import pytest
-import yaml
 
-from conftest import ROOT, VENV_BIN, recap
+from yogurt_test import VENV_BIN
+from yogurt_test.ansible import recap, run_playbook as run
+from yogurt_test.phones import PIN_ROOT, phone_spec as phone
 
-PINS = "/sys/fs/bpf/yogurt"
-
-
-def phone(prefix, index, state="present", octet=42, **extra):
-    tag = f"{prefix}{index}"
-    spec = {
-        "name": f"{prefix}-p{index}",
-        "backend": "auto",
-        "state": state,
-        "ends": [
-            {"netns": f"{tag}-y1", "host_ifname": f"{tag}ah", "cont_ifname": f"{tag}ac",
-             "addresses": [f"10.{octet}.{index}.1/24"]},
-            {"netns": f"{tag}-y2", "host_ifname": f"{tag}bh", "cont_ifname": f"{tag}bc",
-             "addresses": [f"10.{octet}.{index}.2/24"]},
-        ],
-    }
-    spec.update(extra)
-    return spec
-
-
-def write_inventory(tmp_path, phones, **host_vars):
-    host = {"ansible_connection": "local", "ansible_python_interpreter": str(VENV_BIN / "python"),
-            "yogurt_phones": phones}
-    host.update(host_vars)
-    path = tmp_path / "inventory.yml"
-    path.write_text(yaml.safe_dump({"all": {"hosts": {"localhost": host}}}))
-    return path
-
-
-def run(sandbox, tmp_path, phones, playbook="site.yml", args=("--tags", "phones"), **host_vars):
-    inv = write_inventory(tmp_path, phones, **host_vars)
-    proc = sandbox.playbook(ROOT / playbook, ["-i", str(inv)] + list(args))
-    return proc
+PINS = str(PIN_ROOT)
 
 
 def our_netns(prefix):

@@ -11,7 +11,7 @@ import json
 import subprocess
 
 from ansible_collections.yogurt.phone.plugins.module_utils import _netlink as netlink
-from test_wire_veth import netns_run
+from yogurt_test.netns import run as netns_run
 
 
 def test_raw_reader_agrees_with_pyroute2_and_iproute2(sandbox, prefix):

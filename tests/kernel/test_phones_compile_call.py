@@ -3,17 +3,14 @@
 
 import os
 
-from conftest import ROOT
+from yogurt_test import ROOT
+from yogurt_test.phones import phone_spec
 
 SOURCES = ("wire.h", "wire_veth.bpf.c", "wire_netkit.bpf.c")
 
 
 def spec(prefix, state="present"):
-    return {"name": f"{prefix}-p0", "backend": "auto", "state": state, "ends": [
-        {"netns": f"{prefix}0-y1", "host_ifname": f"{prefix}0ah", "cont_ifname": f"{prefix}0ac",
-         "addresses": ["10.46.0.1/24"]},
-        {"netns": f"{prefix}0-y2", "host_ifname": f"{prefix}0bh", "cont_ifname": f"{prefix}0bc",
-         "addresses": ["10.46.0.2/24"]}]}
+    return phone_spec(prefix, 0, state=state, octet=46)
 
 
 def test_compile_converge_and_call_in_one_run(sandbox, tmp_path):

@@ -23,11 +23,11 @@ import urllib.request
 
 import pytest
 
-from test_wire_veth import Phone
+from yogurt_test import ROOT
+from yogurt_test.phones import PIN_ROOT as PIN_PATH, VethPhone as Phone
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "roles" / "yogurt_phone" / "files" / "phone-metrics.py"
-PIN_ROOT = "/sys/fs/bpf/yogurt"
+PIN_ROOT = str(PIN_PATH)
 CACHE = pathlib.Path.home() / ".cache" / "yogurt-phone" / "node-exporter"
 EXPORTER = CACHE / "usr" / "bin" / "prometheus-node-exporter"
 SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")

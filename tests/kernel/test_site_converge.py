@@ -1,6 +1,6 @@
 """site.yml as the README's first command runs it, twice: the converge of the controllers layer.
 
-scripts/test runs this with each controller it proves (YOGURT_VENV=<venv>, see conftest), in
+scripts/test runs this with each controller it proves (YOGURT_VENV=<venv>, see yogurt_test), in
 a mount namespace of its own with a fresh /run and bpffs, so the phones of tests running
 elsewhere on this machine are invisible to it and everything it makes goes with it.
 """
@@ -11,8 +11,9 @@ import subprocess
 
 import pytest
 
-from conftest import VENV_BIN, recap
-from test_site import phone, run
+from yogurt_test import VENV_BIN
+from yogurt_test.ansible import recap, run_playbook as run
+from yogurt_test.phones import phone_spec as phone
 
 
 @pytest.mark.skipif(not os.environ.get("YOGURT_VENV"), reason="the controllers layer runs it (YOGURT_VENV=); "

@@ -19,33 +19,17 @@ import subprocess
 import time
 
 
-from test_isolation import (
-    RECORDS,
-    SERVE_UDP,
-    counters,
-    ends_of,
-    inject,
-    listening,
-    mac_of,
-    module_argv,
-    module_env,
-    netns_cmd,
-    report,
-    run_module,
-    veth_phone,
-)
-from test_site import PINS
+from yogurt_test.ansible import module_argv, module_env
+from yogurt_test.frames import ipv4_udp
+from yogurt_test.netns import RECORDS, mac_of, popen, run as netns_cmd
+from yogurt_test.phones import PIN_ROOT, counters, ends_of, pins_of, report, veth_phone
+from yogurt_test.traffic import inject, listening
+
+PINS = str(PIN_ROOT)
 
 
 EXPECTED_PINS = sorted(["map_counters", "map_wires", "prog_guard_xdp", "prog_wire_in"]
                        + [f"link_end{i}_{hook}" for i in (0, 1) for hook in ("xdp", "in")])
-
-
-def pins_of(name):
-    try:
-        return sorted(os.listdir(os.path.join(PINS, name)))
-    except FileNotFoundError:
-        return []
 
 
 class Watch:
@@ -57,7 +41,7 @@ class Watch:
 
     def __init__(self, sandbox):
         self.sandbox = sandbox
-        self.idle = subprocess.Popen(["nsenter", f"--net={sandbox.path}", "--", "sleep", "900"])
+        self.idle = popen(sandbox.path, ["sleep", "900"])
 
     def close(self):
         self.idle.kill()
@@ -83,7 +67,7 @@ class Watch:
 
 def start_converge(sandbox, specs, obj, state="present"):
     args = {"phones": [dict(s, state=state) for s in specs], "veth_object": obj}
-    proc = subprocess.Popen(module_argv(sandbox, "phones"), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    proc = subprocess.Popen(module_argv(sandbox.path, "phones"), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=module_env())
     proc.stdin.write(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
     proc.stdin.close()
@@ -141,7 +125,7 @@ def assert_whole(sandbox, specs, all_specs):
     assert sorted(d for d in os.listdir(PINS) if d.startswith(sandbox.prefix)) == sorted(names)
     records = sorted(p.name for p in RECORDS.glob(f"{sandbox.prefix}*"))
     assert records == sorted(f"{n}.json" for n in names), records  # no .tmp left behind
-    infos = {p["phone"]: p for p in run_module(sandbox, "phone_info", {})["phones"]}
+    infos = {p["phone"]: p for p in sandbox.run_module("phone_info", {})["phones"]}
     for spec in specs:
         assert pins_of(spec["name"]) == EXPECTED_PINS, pins_of(spec["name"])
         info = infos[spec["name"]]
@@ -154,7 +138,7 @@ def assert_whole(sandbox, specs, all_specs):
 
 
 def assert_call(sandbox, specs):
-    res = run_module(sandbox, "call", {"phones": specs, "count": 2})
+    res = sandbox.run_module("call", {"phones": specs, "count": 2})
     assert res["rc"] == 0 and not res.get("failed"), res
     return res
 
@@ -192,7 +176,7 @@ def test_converge_killed_at_several_points_is_healed(sandbox, veth_object, reque
         assert len({json.dumps(s, sort_keys=True) for s in seen}) == len(milestones), seen
         calls = assert_call(sandbox, done)["calls"]
         assert len(calls) == len(done) and all(c["ok"] for c in calls), calls
-        res = run_module(sandbox, "phones", {"phones": done, "veth_object": veth_object})
+        res = sandbox.run_module("phones", {"phones": done, "veth_object": veth_object})
         assert res["rc"] == 0 and not res["changed"], res
 
         # A teardown killed half-way, then run again: nothing of any phone is left.
@@ -200,7 +184,7 @@ def test_converge_killed_at_several_points_is_healed(sandbox, veth_object, reque
         assert kill_at(proc, lambda: len(watch.netns()) <= len(done)), "teardown ended before half-way"
         left = watch.snapshot(done)
         left["pins"] = sum(left["pins"])
-        res = run_module(sandbox, "phones", {"phones": [dict(s, state="absent") for s in done], "veth_object": veth_object})
+        res = sandbox.run_module("phones", {"phones": [dict(s, state="absent") for s in done], "veth_object": veth_object})
         assert res["rc"] == 0 and res["changed"], res
         assert watch.netns() == [] and watch.devices() == ["lo"], (watch.netns(), watch.devices())
         assert not any(d.startswith(prefix) for d in (os.listdir(PINS) if os.path.isdir(PINS) else []))
@@ -216,12 +200,12 @@ def test_teardown_finishes_a_namespace_a_killed_run_left_unmounted(sandbox, veth
     watch = Watch(sandbox)
     try:
         specs = [veth_phone(sandbox.prefix, 0)]
-        res = run_module(sandbox, "phones", {"phones": specs, "veth_object": veth_object})
+        res = sandbox.run_module("phones", {"phones": specs, "veth_object": veth_object})
         assert res["rc"] == 0 and res["changed"], res
         stale = f"/run/netns/{specs[0]['ends'][0]['netns']}"
         subprocess.run(["umount", stale], check=True)  # what the killed run had done so far
         assert os.path.isfile(stale)
-        res = run_module(sandbox, "phones", {"phones": [dict(s, state="absent") for s in specs],
+        res = sandbox.run_module("phones", {"phones": [dict(s, state="absent") for s in specs],
                                              "veth_object": veth_object})
         assert res["rc"] == 0 and res["changed"], res
         assert any("stale namespace file" in a for a in res["phones"][0]["actions"]), res["phones"][0]["actions"]
@@ -292,7 +276,7 @@ def private_run_dir():
 
 def _start_in(mnt_pid, sandbox, phones, obj, exclusive=False):
     args = {"phones": phones, "veth_object": obj, "exclusive": exclusive}
-    proc = subprocess.Popen(["nsenter", f"--mount=/proc/{mnt_pid}/ns/mnt"] + module_argv(sandbox, "phones")[1:],
+    proc = subprocess.Popen(["nsenter", f"--mount=/proc/{mnt_pid}/ns/mnt"] + module_argv(sandbox.path, "phones")[1:],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=module_env())
     proc.stdin.write(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
@@ -373,12 +357,12 @@ def test_teardown_keeps_the_host_lock_for_a_waiting_converge(sandbox, veth_objec
 
 def test_a_wire_detached_by_hand_is_reattached(sandbox, veth_object, request):
     spec = veth_phone(sandbox.prefix, 0)
-    res = run_module(sandbox, "phones", {"phones": [spec], "veth_object": veth_object})
+    res = sandbox.run_module("phones", {"phones": [spec], "veth_object": veth_object})
     assert res["rc"] == 0, res
     (y1, h1, c1, ip1), (_y2, _h2, _c2, ip2) = ends_of(spec)
     pin_dir = os.path.join(PINS, spec["name"])
     links = {link["pin"]: link for link in
-             run_module(sandbox, "phone_info", {"name": spec["name"]})["phones"][0]["links"]}
+             sandbox.run_module("phone_info", {"name": spec["name"]})["phones"][0]["links"]}
 
     # 1. Unpinned by hand: the link dies with its last reference and wire_in leaves the device.
     os.unlink(os.path.join(pin_dir, "link_end1_in"))
@@ -386,7 +370,7 @@ def test_a_wire_detached_by_hand_is_reattached(sandbox, veth_object, request):
     # 2. The XDP guard detached with bpftool (the link stays pinned, but defunct): now, and
     #    only now, root's qdisc-bypass frames reach yogurt-1.
     netns_cmd(None, ["bpftool", "link", "detach", "id", str(links["link_end0_xdp"]["id"])], check=True)
-    info = run_module(sandbox, "phone_info", {"name": spec["name"]})["phones"][0]
+    info = sandbox.run_module("phone_info", {"name": spec["name"]})["phones"][0]
     assert [link["pin"] for link in info["links"] if link["defunct"]] == ["link_end0_xdp"], info["links"]
     assert xdp_program(y1, c1) is None
     # 3. `ip link set xdp off` cannot take a link-owned XDP program off (EBUSY): yogurt-2's stays.
@@ -394,12 +378,13 @@ def test_a_wire_detached_by_hand_is_reattached(sandbox, veth_object, request):
     tried = netns_cmd(y2, ["ip", "link", "set", "dev", c2, "xdp", "off"])
     assert tried.returncode != 0 and xdp_program(y2, c2) == (1, "guard_xdp"), tried.stderr
     port, frames = 5600, 20
-    with listening(y1, SERVE_UDP, ip1, port) as udp:
-        inject(sandbox, h1, mac_of(y1, c1), ip2, ip1, port, frames, bypass=True)
+    with listening(y1, "udp", ip1, port) as udp:
+        inject(sandbox.name, h1, mac_of(y1, c1), ipv4_udp(ip2, ip1, port, b"injected by the host"), bypass=True,
+                      count=frames)
         time.sleep(0.3)
         leaked = udp.stop()
 
-    res = run_module(sandbox, "phones", {"phones": [spec], "veth_object": veth_object})
+    res = sandbox.run_module("phones", {"phones": [spec], "veth_object": veth_object})
     assert res["rc"] == 0 and res["changed"], res
     actions = res["phones"][0]["actions"]
     assert any(a.startswith("attach link_end1_in") for a in actions), actions
@@ -408,13 +393,14 @@ def test_a_wire_detached_by_hand_is_reattached(sandbox, veth_object, request):
     assert_whole(sandbox, [spec], [spec])
     assert_call(sandbox, [spec])
     before = counters(sandbox, spec["name"])[spec["name"]]
-    with listening(y1, SERVE_UDP, ip1, port) as udp:
-        sent = inject(sandbox, h1, mac_of(y1, c1), ip2, ip1, port, frames, bypass=True)
+    with listening(y1, "udp", ip1, port) as udp:
+        sent = inject(sandbox.name, h1, mac_of(y1, c1), ipv4_udp(ip2, ip1, port, b"injected by the host"), bypass=True,
+                      count=frames)
         time.sleep(0.3)
         assert udp.stop() == 0
     after = counters(sandbox, spec["name"])[spec["name"]]
     assert after["refused"] - before["refused"] == sent["ok"] == frames, (before, after)
-    again = run_module(sandbox, "phones", {"phones": [spec], "veth_object": veth_object})
+    again = sandbox.run_module("phones", {"phones": [spec], "veth_object": veth_object})
     assert again["rc"] == 0 and not again["changed"], again
     report(request, f"detached by hand (unpin link_end1_in, bpftool link detach xdp guard): {leaked}/{frames} "
                     f"bypass frames reached yogurt-1 meanwhile; re-run actions {actions}; afterwards 0/{frames}, "
