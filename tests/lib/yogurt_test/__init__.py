@@ -17,6 +17,7 @@ Test files import from here, never from each other.
 
 import os
 import pathlib
+import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 # The controller that runs the playbooks and modules: .venv, or another venv (YOGURT_VENV=),
@@ -24,3 +25,15 @@ ROOT = pathlib.Path(__file__).resolve().parents[3]
 VENV_BIN = pathlib.Path(os.environ.get("YOGURT_VENV") or ROOT / ".venv") / "bin"
 COLLECTIONS = ROOT / ".ansible" / "collections"
 SCRIPTS = pathlib.Path(__file__).resolve().parent / "scripts"
+
+# The interpreter for child Pythons: this one, unless this user may not run it (a venv that root
+# made from a Python under /root, run as nobody); then the system's, given this one's packages.
+if os.access(sys.executable, os.X_OK):
+    PYTHON, _SITE = sys.executable, []
+else:
+    PYTHON, _SITE = "/usr/bin/python3", [p for p in sys.path if p.endswith("site-packages")]
+
+
+def python_env(*paths):
+    """os.environ with `paths` (and, with the system's Python, this one's packages) on PYTHONPATH."""
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(p) for p in paths] + _SITE))

@@ -7,7 +7,6 @@ machine's own namespace. Skipped where the kernel does have netkit (the VM test 
 
 import json
 import os
-import pathlib
 import platform
 import subprocess
 import uuid
@@ -16,6 +15,7 @@ import pytest
 
 from ansible_collections.yogurt.phone.plugins.module_utils import _netkit as nk
 from ansible_collections.yogurt.phone.plugins.module_utils._netns import create_netns, delete_netns, enter_netns
+from yogurt_test import ROOT
 
 
 def _kernel_has_netkit():
@@ -33,7 +33,6 @@ pytestmark = [
     pytest.mark.skipif(_kernel_has_netkit(), reason="this kernel has netkit (tests/vm covers that case)"),
 ]
 
-ROOT = pathlib.Path(__file__).resolve().parents[4]
 EXPECTED = (f"netkit is not available on this host (Linux {platform.release()}, CONFIG_NETKIT missing or "
             f"Linux < 6.7): use backend: veth, or a kernel >= 6.7 with CONFIG_NETKIT=y")
 
@@ -118,12 +117,3 @@ def test_probe_and_module_start_import_no_pyroute2(probe):
                           env=env, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["False", "False"], proc.stdout + proc.stderr
-
-
-def test_pyroute2_names_load_on_first_use():
-    from ansible_collections.yogurt.phone.plugins.module_utils import _pyroute2_dep
-
-    pytest.importorskip("pyroute2")
-    assert _pyroute2_dep.HAS_PYROUTE2 and _pyroute2_dep.load().IPRoute is not None
-    assert _pyroute2_dep.NetlinkError.__module__.startswith("pyroute2")
-    assert nk.NetkitData is nk.netkit_kind_classes()["NetkitData"]
