@@ -5,7 +5,7 @@
 """A veth phone built by main's code and object (tcx guard_in + wire_out) converged with today's.
 
 Main's modules are taken from git (LEGACY_COMMIT, the commit this branch left main at) and
-run as they would have; its object is compiled from tests/integration/legacy/.
+run as they would have; its object is compiled from tests/kernel/legacy/.
 
 The old links (tcx) or filters (tc) of the removed programs must be detached and unpinned,
 the XDP guard attached, nothing of the call lost while it happens, and a second converge
