@@ -206,7 +206,7 @@ def test_teardown_finishes_a_namespace_a_killed_run_left_unmounted(sandbox, veth
         subprocess.run(["umount", stale], check=True)  # what the killed run had done so far
         assert os.path.isfile(stale)
         res = sandbox.run_module("phones", {"phones": [dict(s, state="absent") for s in specs],
-                                             "veth_object": veth_object})
+                                            "veth_object": veth_object})
         assert res["rc"] == 0 and res["changed"], res
         assert any("stale namespace file" in a for a in res["phones"][0]["actions"]), res["phones"][0]["actions"]
         assert not os.path.lexists(stale) and watch.netns() == [], watch.netns()
@@ -380,7 +380,7 @@ def test_a_wire_detached_by_hand_is_reattached(sandbox, veth_object, request):
     port, frames = 5600, 20
     with listening(y1, "udp", ip1, port) as udp:
         inject(sandbox.name, h1, mac_of(y1, c1), ipv4_udp(ip2, ip1, port, b"injected by the host"), bypass=True,
-                      count=frames)
+               count=frames)
         time.sleep(0.3)
         leaked = udp.stop()
 

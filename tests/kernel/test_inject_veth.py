@@ -203,6 +203,6 @@ def test_host_side_knobs_do_not_open_a_path(sandbox, prefix, objects, request):
                 lines.append(f"{label} {kind} bypass={int(bypass)}: 0 seen, refused +{refused}")
     # The wire still carries jumbo frames.
     assert run(phone.yogurts[0], ["ping", "-c", "2", "-i", "0.2", "-s", "8000", "-M", "do",
-                                        phone.addr[1]]).returncode == 0
+                                  phone.addr[1]]).returncode == 0
     report(request, f"after tso on (tcp-segmentation-offload: {features()['tcp-segmentation-offload']}) and "
                     f"tx 2 (refused: {tried.stderr.strip()}), MTU 9000: " + "; ".join(lines))
