@@ -5,7 +5,7 @@
 
 Module tasks cost 5-18 s each in the TCG guest, so a VM test file does its whole story in
 one playbook run and its tests then check the results of the tasks they care about. The
-yogurt_test_json callback (tests/integration/callback_plugins) prints one JSON line per task.
+yogurt_test_json callback (tests/kernel/callback_plugins) prints one JSON line per task.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import subprocess
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-CALLBACKS = ROOT / "tests" / "integration" / "callback_plugins"
+CALLBACKS = ROOT / "tests" / "kernel" / "callback_plugins"
 
 
 class PlaybookRun:

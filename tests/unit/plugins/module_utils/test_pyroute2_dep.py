@@ -3,7 +3,10 @@ no import of it until a name is used."""
 
 import pathlib
 import subprocess
-import sys
+
+import pytest
+
+from yogurt_test import PYTHON, python_env
 
 ROOT = pathlib.Path(__file__).resolve().parents[4]
 
@@ -17,8 +20,8 @@ PRELUDE = (
 
 
 def _run(code):
-    return subprocess.run([sys.executable, "-c", PRELUDE + code], capture_output=True, text=True, timeout=60,
-                          check=False)
+    return subprocess.run([PYTHON, "-c", PRELUDE + code], capture_output=True, text=True, timeout=60,
+                          env=python_env(), check=False)
 
 
 def test_missing_pyroute2_fails_the_module_with_the_sentence():
@@ -54,3 +57,12 @@ def test_importing_the_guard_imports_no_pyroute2():
                 "print('pyroute2' in sys.modules)\n")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["False", "False", "True"], proc.stdout
+
+
+def test_pyroute2_names_load_on_first_use():
+    from ansible_collections.yogurt.phone.plugins.module_utils import _netkit as nk, _pyroute2_dep
+
+    pytest.importorskip("pyroute2")
+    assert _pyroute2_dep.HAS_PYROUTE2 and _pyroute2_dep.load().IPRoute is not None
+    assert _pyroute2_dep.NetlinkError.__module__.startswith("pyroute2")
+    assert nk.NetkitData is nk.netkit_kind_classes()["NetkitData"]
