@@ -12,7 +12,7 @@ short_description: Read what a host has of the BPF toolchain yogurt-phones need,
 version_added: 1.1.0
 description:
   - Reads, without changing anything, what the M(yogurt.phone.phones) module and the C(yogurt.phone.bpf_toolchain)
-    role need to know about a host: its distribution and kernel release, which of the given packages are installed
+    role need to know about a host. Its distribution and kernel release, which of the given packages are installed
     and their versions, the suites apt's sources name and the package lists apt has, whether bpffs is mounted, the
     pyroute2 of the Python that runs the modules, and what the kernel offers (the probe of
     M(yogurt.phone.kernel_info)).
