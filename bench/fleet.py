@@ -38,6 +38,11 @@ import common
 
 # Issue 15: 50 simulated hosts converge in <= 15 s and re-run in <= 10 s, one ansible-playbook run.
 TARGETS = {"converge_50_s": 15.0, "noop_50_s": 10.0}
+# Each run against the floor (a one-task ansible.builtin.ping playbook on the same hosts, same run):
+# (key of the run in a row, what it is, the most it may cost in floors).
+RATIOS = (("converge", "site.yml --tags phones, first run", 2.0),
+          ("noop", "site.yml --tags phones, re-run", 1.5),
+          ("site_noop", "site.yml, re-run (toolchain and phones: nothing to change)", 3.0))
 HOLDER = ("mount -t tmpfs -o mode=0755 yogurt-fleet-run /run && mount -t bpf yogurt-fleet-bpffs /sys/fs/bpf && "
           "ip link set lo up && echo ready && exec sleep infinity")
 WRAPPER = """#!/bin/bash
@@ -119,9 +124,9 @@ FLOOR_PLAY = """---
 """
 
 
-def playbook(inventory, forks, timing_path, strategy=None, play=None):
+def playbook(inventory, forks, timing_path, strategy=None, play=None, tags="phones"):
     """One `ansible-playbook site.yml --tags phones -f forks` (or `play`, a playbook path, with no
-    tags): (wall s, tree CPU s, stdout, recap)."""
+    tags; tags None: the whole site.yml): (wall s, tree CPU s, stdout, recap)."""
     env = dict(os.environ, ANSIBLE_CONFIG=str(common.ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
                ANSIBLE_DEPRECATION_WARNINGS="0", ANSIBLE_LOCALHOST_WARNING="0",
                ANSIBLE_CALLBACK_PLUGINS=str(common.BENCH / "callback_plugins"),
@@ -130,7 +135,7 @@ def playbook(inventory, forks, timing_path, strategy=None, play=None):
     if strategy:
         env["ANSIBLE_STRATEGY"] = strategy
     argv = [str(common.ROOT / ".venv" / "bin" / "ansible-playbook"), "-i", str(inventory), "-f", str(forks)]
-    argv += [str(play)] if play else ["site.yml", "--tags", "phones"]
+    argv += [str(play)] if play else ["site.yml"] + (["--tags", tags] if tags else [])
     out_path = timing_path.with_suffix(".out")
     with open(out_path, "w", encoding="utf-8") as out:
         start = time.monotonic()
@@ -163,10 +168,10 @@ def _tasks(timing_path):
     return rows
 
 
-def one_run(step, count, inventory, hosts, workdir, strategy=None, play=None):
+def one_run(step, count, inventory, hosts, workdir, strategy=None, play=None, tags="phones"):
     load_before = os.getloadavg()
     timing = workdir / f"timing-{step}-{count}.json"
-    wall, cpu, text, recap = playbook(inventory, count, timing, strategy, play)
+    wall, cpu, text, recap = playbook(inventory, count, timing, strategy, play, tags)
     modules = _module_log(hosts)
     missing = sorted(set(h["name"] for h in hosts) - set(recap))
     if missing or any(r["failed"] or r["unreachable"] for r in recap.values()):
@@ -184,7 +189,8 @@ def one_run(step, count, inventory, hosts, workdir, strategy=None, play=None):
             "changed_hosts": sum(1 for r in recap.values() if r["changed"]),
             "changed_total": sum(r["changed"] for r in recap.values()),
             "calls_passed": text.count("injection refused"),
-            "load_before": load_before, "load_after": os.getloadavg(), "tasks": _tasks(timing)}
+            "load_before": load_before, "load_after": os.getloadavg(), "tasks": _tasks(timing),
+            "warnings": sorted(set(re.findall(r"^\[WARNING\]: (.*)$", text, re.M)))}
 
 
 def _phone_netns(pid):
@@ -201,14 +207,24 @@ def one_count(count, workdir, log, strategy=None):
     # same hosts, forks and callback. What is left of the targets for the role is above it.
     play = hosts_dir / "floor.yml"
     play.write_text(FLOOR_PLAY)
-    row["floor"] = one_run("floor", count, inventory, hosts, hosts_dir, strategy, play=play)
+    # The machine is shared: each run is set against a floor measured right before it.
+    row["floors"] = {}
+    row["floor"] = row["floors"]["converge"] = one_run("floor", count, inventory, hosts, hosts_dir, strategy, play=play)
     row["converge"] = one_run("converge", count, inventory, hosts, hosts_dir, strategy)
     if row["converge"]["changed_hosts"] != count or row["converge"]["calls_passed"] < count:
         raise RuntimeError(f"fleet converge: {row['converge']['changed_hosts']} of {count} hosts changed, "
                            f"{row['converge']['calls_passed']} calls passed")
+    row["floors"]["noop"] = one_run("floor", count, inventory, hosts, hosts_dir, strategy, play=play)
     row["noop"] = one_run("noop", count, inventory, hosts, hosts_dir, strategy)
     if row["noop"]["changed_total"] != 0:
         raise RuntimeError(f"fleet re-run changed {row['noop']['changed_total']} tasks (want 0)")
+    # The daily run on a converged fleet: the whole site.yml (toolchain and phones), nothing to change.
+    row["floors"]["site_noop"] = one_run("floor", count, inventory, hosts, hosts_dir, strategy, play=play)
+    row["site_noop"] = one_run("site_noop", count, inventory, hosts, hosts_dir, strategy, tags=None)
+    if row["site_noop"]["changed_total"] != 0 or row["site_noop"]["calls_passed"] < count:
+        raise RuntimeError(f"fleet site.yml re-run changed {row['site_noop']['changed_total']} tasks (want 0), "
+                           f"{row['site_noop']['calls_passed']} of {count} calls passed")
+    row["ratios"] = {key: row[key]["wall_s"] / row["floors"][key]["wall_s"] for key, _what, _most in RATIOS}
     # Every host has its own phone, and this machine's own namespace list shows none of them.
     row["netns_per_host"] = sorted({tuple(_phone_netns(h["pid"])) for h in hosts})
     row["own_netns_touched"] = any(n.startswith("yogurt-") for n in os.listdir("/run/netns")) \
@@ -222,6 +238,13 @@ def one_count(count, workdir, log, strategy=None):
         f"{c['load_before'][0]:.1f}), no-op {n['wall_s']:.1f} s ({n['per_host_s']:.2f} s/host); "
         f"{c['modules_per_host']:.0f} module processes per host; CPU controller {c['controller_cpu_s']:.1f} s, "
         f"modules {c['module_cpu_s']:.1f} s; phones per host {row['netns_per_host']}")
+    for key, what, most in RATIOS:
+        run = row[key]
+        log(f"fleet: {count} hosts: {what}: {run['wall_s']:.1f} s = {row['ratios'][key]:.2f}x the floor "
+            f"({row['floors'][key]['wall_s']:.1f} s, load {row['floors'][key]['load_before'][0]:.1f}, just before) "
+            f"(target <= {most:.1f}x: {'pass' if row['ratios'][key] <= most else 'falls short'}; load "
+            f"{run['load_before'][0]:.1f}; {run['modules_per_host']:.0f} module processes per host, module wall "
+            f"{run['module_wall_per_host_s']:.2f} s per host)")
     shutil.rmtree(hosts_dir, ignore_errors=True)
     return row
 
@@ -305,8 +328,8 @@ def run_fleet(cfg, workdir, log):
     for count in cfg["hosts"]:
         with common.scope():
             rows.append(one_count(count, workdir, log, cfg.get("strategy")))
-    out = {"rows": rows, "targets": TARGETS, "cpus": os.cpu_count(), "strategy": cfg.get("strategy") or "linear",
-           "module_floor": floor}
+    out = {"rows": rows, "targets": TARGETS, "ratio_targets": {k: most for k, _w, most in RATIOS},
+           "cpus": os.cpu_count(), "strategy": cfg.get("strategy") or "linear", "module_floor": floor}
     if rows and _falls_short(rows):  # where one host's module time goes, before optimising more
         with common.scope():
             out["profile"] = profile_host(workdir, workdir.parent)

@@ -254,6 +254,25 @@ def plot_fleet(path, data):
     plt.close(fig)
 
 
+def _fleet_ratios(fl):
+    """Each run against the floor measured right before it (bench/fleet.py RATIOS)."""
+    targets = fl.get("ratio_targets")
+    if not targets or "ratios" not in fl["rows"][0]:
+        return []
+    names = {"converge": "phones, first run", "noop": "phones, re-run", "site_noop": "site.yml, re-run"}
+    lines = ["", "Ratios to the floor (a one-task `ansible.builtin.ping` playbook on the same hosts, run right "
+             "before each; load = 1-minute load average before the run):", "",
+             "| hosts | run | s | floor s | load | x floor | target | result | module processes/host |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in fl["rows"]:
+        for key, most in targets.items():
+            run, floor, ratio = r[key], r["floors"][key], r["ratios"][key]
+            lines.append(f"| {r['hosts']} | {names.get(key, key)} | {run['wall_s']:.1f} | {floor['wall_s']:.1f} | "
+                         f"{run['load_before'][0]:.1f} | {ratio:.2f}x | <= {most:.1f}x | "
+                         f"{'pass' if ratio <= most else 'falls short'} | {run['modules_per_host']:.0f} |")
+    return lines
+
+
 def fleet_markdown(fl):
     lines = ["**Fleet** (simulated hosts: each its own network and mount namespace with its own /run and bpffs, "
              "reached through a local connection whose interpreter enters it; the role's default phone on each; "
@@ -270,6 +289,7 @@ def fleet_markdown(fl):
                      f"{o['wall_s']:.1f} | {o['per_host_s']:.2f} | {o['load_before'][0]:.1f} | "
                      f"{c['modules_per_host']:.0f} | {c['controller_cpu_s']:.1f} / {c['module_cpu_s']:.1f} s | "
                      f"{o['controller_cpu_s']:.1f} / {o['module_cpu_s']:.1f} s |")
+    lines += _fleet_ratios(fl)
     ref = fl["rows"][-1]
     floor = fl.get("module_floor")
     if floor:

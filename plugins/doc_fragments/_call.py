@@ -37,7 +37,12 @@ options:
     type: int
     default: 4
   wait:
-    description: Seconds to wait after the last frame of an end before the listeners are read.
+    description:
+      - The most seconds to wait, after the last frame of an end (or of the reverse attempts), for frames
+        that no counter of the phone has accounted for yet.
+      - The listeners are read as soon as the phone's counters show every frame refused (injections) or
+        handled by the wire (reverse attempts), so a working phone never waits this long; a frame that
+        slips past the wire is then given this long to reach a listener.
     type: float
     default: 0.25
 """

@@ -24,6 +24,12 @@ written on the phone's own devices (AF_PACKET forces the device and never routes
   neighbour advertisement claiming a host-namespace-looking address. No UDP socket of the
   host namespace may receive one, and the host's neighbour table must not change.
 
+No fixed sleeps: the phone's counters move by exactly the frames handed to its devices, so a
+check ends as soon as they account for each frame (refused, or forwarded by the wire), and the
+listeners are read then; only a frame no counter sees is waited for, at most `wait` seconds.
+Packet sockets are opened unbound to a protocol and closed together: each release of one waits
+for an RCU grace period.
+
 The functions at the end (summary_line, failure_lines) turn results into the one line per
 phone that site.yml and call.yml print, and into a failure message that names the check.
 
@@ -34,6 +40,7 @@ names may change in any release.
 from __future__ import annotations
 
 import errno
+import fcntl
 import ipaddress
 import os
 import platform
@@ -57,6 +64,7 @@ ARPHRD_ETHER = 1
 SOL_PACKET = 263
 PACKET_QDISC_BYPASS = 20
 PACKET_OUTGOING = 4
+SIOCGIFHWADDR = 0x8927
 IPV6_JOIN_GROUP = 20
 
 BROADCAST_MAC = b"\xff" * 6
@@ -253,26 +261,39 @@ def find_tags(data, marker):
 
 # ---------------------------------------------------------------- counters
 
-def read_refusals(phone_name):
-    """Sum of every `refused*` counter of the phone (over CPUs), or None if it has none.
-
-    Read generically by name so that a datapath that adds, renames or merges refusal
-    counters keeps working: whatever bpf/wire.h calls refused-something is summed.
-    """
+def read_counters(phone_name):
+    """{counter name: sum over CPUs} of the phone's pinned counters, or None if it has none."""
     if not phone_name:
         return None
     fd = bpf.try_obj_get(f"{wire.phone_dir(phone_name)}/map_counters")
     if fd is None:
         return None
     try:
-        total = 0
+        totals = {}
         for key, val in bpf.map_items(fd):
             slot = struct.unpack("=I", key)[0]
-            if slot < len(wire.COUNTERS) and wire.COUNTERS[slot].startswith("refused"):
-                total += bpf.percpu_sum_u64(val)
-        return total
+            if slot < len(wire.COUNTERS):
+                totals[wire.COUNTERS[slot]] = bpf.percpu_sum_u64(val)
+        return totals
     finally:
         os.close(fd)
+
+
+def read_refusals(phone_name):
+    """Sum of every `refused*` counter of the phone (over CPUs), or None if it has none.
+
+    Read generically by name so that a datapath that adds, renames or merges refusal
+    counters keeps working: whatever bpf/wire.h calls refused-something is summed.
+    """
+    totals = read_counters(phone_name)
+    return None if totals is None else sum(v for k, v in totals.items() if k.startswith("refused"))
+
+
+def read_frames_counted(phone_name):
+    """Frames the phone's programs have handled, whatever they did (forwarded, refused, from an
+    unknown device): the sum of every counter that counts packets, not bytes; None without counters."""
+    totals = read_counters(phone_name)
+    return None if totals is None else sum(v for k, v in totals.items() if "bytes" not in k)
 
 
 def _wait_refusals(phone_name, before, want, timeout):
@@ -285,6 +306,22 @@ def _wait_refusals(phone_name, before, want, timeout):
         delta = (now or 0) - before
         if delta >= want or time.monotonic() >= deadline:
             return delta
+        time.sleep(0.005)
+
+
+def _settle(listeners, marker, accounted, bound):
+    """Drain the listeners until `accounted(udp, packet)` holds for all they saw so far, or `bound`
+    seconds passed (a frame that no counter and no listener ever sees): no fixed sleep, a call on a
+    working phone reads its listeners as soon as the counters account for every frame.
+    Returns ({check index: count} seen by UDP, {check index: count} seen by the packet socket)."""
+    udp, packet = {}, {}
+    deadline = time.monotonic() + bound
+    while True:
+        for total, got in zip((udp, packet), listeners.drain(marker)):
+            for index, count in got.items():
+                total[index] = total.get(index, 0) + count
+        if accounted(udp, packet) or time.monotonic() >= deadline:
+            return udp, packet
         time.sleep(0.005)
 
 
@@ -320,7 +357,9 @@ class _Listeners:
                 sock.setblocking(False)
                 self.udp[version] = sock
             if packet_ifname:
-                self.packet = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+                # Protocol 0 until bound: binding a socket that already receives (ETH_P_ALL at
+                # creation) unhooks it first, which waits for an RCU grace period.
+                self.packet = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
                 self.packet.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)
                 self.packet.bind((packet_ifname, ETH_P_ALL))
                 self.packet.setblocking(False)
@@ -343,11 +382,11 @@ class _Listeners:
                     packet[idx] = packet.get(idx, 0) + 1
         return udp, packet
 
+    def sockets(self):
+        return list(self.udp.values()) + ([self.packet] if self.packet is not None else [])
+
     def close(self):
-        for sock in self.udp.values():
-            sock.close()
-        if self.packet is not None:
-            self.packet.close()
+        _close_together(self.sockets())
 
 
 class _Entered:
@@ -380,21 +419,25 @@ def _drain(sock):
                 raise
 
 
-def _link_of_packet_socket(sock):
-    """(hatype, hardware address) of the device a bound packet socket sits on."""
-    name = sock.getsockname()
-    return name[3], name[4]
-
-
 def _device_mac(netns, ifname):
+    """(hatype, hardware address) of a device, by SIOCGIFHWADDR on a UDP socket: a packet socket
+    would cost a full RCU grace period when it is closed (packet_release calls synchronize_net)."""
     def probe():
-        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
-        try:
-            sock.bind((ifname, 0))
-            return _link_of_packet_socket(sock)
-        finally:
-            sock.close()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            ifreq = fcntl.ioctl(sock.fileno(), SIOCGIFHWADDR, struct.pack("16s16x", ifname.encode()))
+        hatype = struct.unpack_from("=H", ifreq, 16)[0]
+        return hatype, ifreq[18:24] if hatype == ARPHRD_ETHER else b""
     return _in_netns(netns, probe)
+
+
+def _close_together(socks):
+    """Close sockets in parallel: each packet socket's release waits for an RCU grace period
+    (synchronize_net), and waits that overlap end with one grace period, not one per socket."""
+    threads = [threading.Thread(target=sock.close, daemon=True) for sock in socks if sock is not None]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 # ---------------------------------------------------------------- host -> yogurt
@@ -439,18 +482,26 @@ def inject_matrix(end, phone_name=None, frames=FRAMES, wait=WAIT, refusal_timeou
                     for dest in DESTINATIONS:
                         checks.append(_inject_once(attempt, sockets[label], label, bool(bypass), version,
                                                    listeners.port(version), dest, targets[dest], len(checks)))
-        time.sleep(wait)
-        udp, packet = listeners.drain(marker)
+        udp, packet = _settle(listeners, marker, lambda u, p: all(
+            _inject_accounted(check, u.get(i, 0), p.get(i, 0)) for i, check in enumerate(checks)), wait)
         for index, check in enumerate(checks):
             check["reached_udp"] = udp.get(index, 0)
             check["reached_packet"] = packet.get(index, 0)
     finally:
-        for sock in sockets.values():
-            sock.close()
-        listeners.close()
+        _close_together(list(sockets.values()) + listeners.sockets())
     for check in checks:
         judge_inject(check, counted=phone_name is not None)
     return checks
+
+
+def _inject_accounted(check, seen_udp, seen_packet):
+    """Whether every frame of one injection check is accounted for: the refusal counters moved by
+    all of them (a refused frame reaches nothing any more), or both listeners saw every frame that
+    left the socket (a datapath that lets them through; the controls on a plain pair)."""
+    delta = check["refused_delta"]
+    if delta is not None and delta >= needed_refusals(check):
+        return True
+    return seen_udp >= check["sent"] and seen_packet >= check["sent"]
 
 
 def _unicast_by_version(addresses):
@@ -580,18 +631,22 @@ def run_reverse(phone, frames=FRAMES, wait=WAIT):
     forged_mac = ":".join(f"{b:02x}" for b in FORGED_MAC)
     ips = set(claims.values()) | set(FORGED_IP.values())
     before = neighbours(ifindexes, ips, {forged_mac})
-    checks = []
+    counted = read_frames_counted(phone.get("name"))
+    checks, opened = [], []
     try:
         for end_index, end in enumerate(ends):
             attempt = {"end": end, "end_index": end_index, "frames": frames, "marker": marker, "view": view,
-                       "claims": claims, "listeners": listeners}
+                       "claims": claims, "listeners": listeners, "opened": opened}
             _reverse_end(attempt, checks)
-        time.sleep(wait)
-        udp, _packet = listeners.drain(marker)
+        # Every forged frame is handled by the wire (forwarded to the other yogurt, or refused):
+        # once the phone's counters moved by all of them, none can reach the host any more.
+        need = sum(needed_refusals(c) for c in checks)
+        udp, _packet = _settle(listeners, marker, lambda _u, _p: counted is not None and
+                               (read_frames_counted(phone.get("name")) or 0) - counted >= need, wait)
         for index, check in enumerate(checks):
             check["reached_udp"] = udp.get(index, 0)
     finally:
-        listeners.close()
+        _close_together(opened + listeners.sockets())
     after = neighbours(ifindexes, ips, {forged_mac})
     for check in checks:
         _judge_reverse(check)
@@ -606,13 +661,11 @@ def _reverse_end(attempt, checks):
     attempt["l2"] = hatype == ARPHRD_ETHER
     attempt["host_mac"] = _device_mac(None, end["host_ifname"])[1] if attempt["l2"] else b""
     sock = _in_netns(end["netns"], lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0))
-    try:
-        sock.bind((end["cont_ifname"], 0))
-        for version in sorted({ipaddress.ip_interface(a).version for a in end["addresses"]}):
-            _reverse_udp(attempt, sock, version, checks)
-            _reverse_claim(attempt, sock, version, checks)
-    finally:
-        sock.close()
+    attempt["opened"].append(sock)  # closed with the others by run_reverse (_close_together)
+    sock.bind((end["cont_ifname"], 0))
+    for version in sorted({ipaddress.ip_interface(a).version for a in end["addresses"]}):
+        _reverse_udp(attempt, sock, version, checks)
+        _reverse_claim(attempt, sock, version, checks)
 
 
 def _reverse_check(attempt, version, dest, dst_ip, src_ip, counts):

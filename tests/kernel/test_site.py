@@ -115,7 +115,8 @@ def test_bad_input_fails_before_any_change(sandbox, tmp_path, case):
     res = run(sandbox, tmp_path, phones)
     assert res.returncode != 0
     text = res.stdout + res.stderr
-    assert "host localhost" in text and field in text and words in text, text[-3000:]
+    assert "fatal: [localhost]" in text and "invalid yogurt_phones, nothing was changed" in text, text[-3000:]
+    assert field in text and words in text, text[-3000:]
     assert "phone '" in text or "phone #" in text
     assert "Compile the wire" not in text, "validation must come before any task that changes the host"
     assert our_netns(sandbox.prefix) == [] and our_pins(sandbox.prefix) == []

@@ -195,6 +195,55 @@ def test_refusals_are_every_refused_counter_summed_by_name(monkeypatch):
     assert call.read_refusals("p1") == 2 + 1 + 10 + 4
     assert call.read_refusals("p2") is None
     assert call.read_refusals(None) is None
+    # Every frame the programs handled, forwarded or refused: packet counters, never bytes.
+    monkeypatch.setattr(wire, "COUNTERS", ("forwarded_packets_0to1", "forwarded_bytes_0to1", "refused",
+                                           "unknown_ifindex"))
+    assert call.read_frames_counted("p1") == 10 + 7 + 14
+    assert call.read_frames_counted("p2") is None
+
+
+class FakeListeners:
+    """drain() hands out what `arrivals` holds for each successive call, then nothing."""
+
+    def __init__(self, arrivals):
+        self.arrivals = list(arrivals)
+        self.drains = 0
+
+    def drain(self, _marker):
+        self.drains += 1
+        return self.arrivals.pop(0) if self.arrivals else ({}, {})
+
+
+def test_settle_reads_once_when_the_counters_account_for_every_frame():
+    listeners = FakeListeners([])
+    assert call._settle(listeners, b"m", lambda u, p: True, bound=5.0) == ({}, {})  # pylint: disable=protected-access
+    assert listeners.drains == 1
+
+
+def test_settle_sums_what_arrives_until_every_frame_is_seen():
+    listeners = FakeListeners([({0: 1}, {0: 2}), ({}, {}), ({0: 3, 1: 4}, {0: 2, 1: 4})])
+    udp, packet = call._settle(listeners, b"m", lambda u, p: u.get(0) == 4 and p.get(1) == 4,  # pylint: disable=protected-access
+                               bound=5.0)
+    assert (udp, packet) == ({0: 4, 1: 4}, {0: 4, 1: 4}) and listeners.drains == 3
+
+
+def test_settle_gives_up_after_the_bound_for_a_frame_that_never_shows_up():
+    listeners = FakeListeners([])
+    started = call.time.monotonic()
+    assert call._settle(listeners, b"m", lambda u, p: False, bound=0.05) == ({}, {})  # pylint: disable=protected-access
+    assert 0.05 <= call.time.monotonic() - started < 1.0 and listeners.drains >= 2
+
+
+@pytest.mark.parametrize("delta, udp, packet, accounted", [
+    (4, 0, 0, True),      # refused, all of them: nothing can arrive any more
+    (3, 0, 0, False),     # one frame unaccounted: it may still reach a listener
+    (3, 4, 4, True),      # both listeners saw every frame (a leak, judged later)
+    (None, 4, 4, True),   # no counters (a control on a plain pair): seen by both
+    (None, 4, 3, False),
+])
+def test_an_injection_is_accounted_for_by_the_counters_or_by_both_listeners(delta, udp, packet, accounted):
+    check = inject_check(delta=delta, udp=udp, packet=packet)
+    assert call._inject_accounted(check, udp, packet) is accounted  # pylint: disable=protected-access
 
 
 def test_a_send_failing_for_another_reason_than_a_refusal_fails_the_check():
