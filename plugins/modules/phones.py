@@ -50,6 +50,19 @@ options:
     type: str
     choices: [remove, report]
     default: remove
+  switchboard:
+    description:
+      - The network namespace that holds the host-side devices of every phone of the host, with
+        their programs and links (made when missing, removed when its last phone goes). The
+        host's own namespace then holds no device of any phone: nothing there, not even
+        C(tcpdump -i any), sees a phone's devices or the frames of a call.
+      - V("") keeps the host sides in the host's own namespace (the layout before 2.0.0).
+      - A phone built in the other layout is moved by the next run (its pairs are rebuilt in the
+        right namespace and its wire attached again; its yogurts stay), and its result says so.
+      - Root can still enter the switchboard, as it can enter a yogurt.
+    type: str
+    default: yogurt-switchboard
+    version_added: 2.0.0
   exclusive:
     description:
       - Also remove every phone this collection built on the host that O(phones) does not
@@ -389,6 +402,14 @@ phones:
           returned: not in check mode
           sample: {"wires": [{"ifindex": 7, "target": 9, "direction": 0}],
                    "counters": {"forwarded_packets_0to1": 5, "refused": 0}}
+switchboard:
+  description:
+    - The namespace holding the host sides (C(name), V("") for the host's own namespace), its
+      C(state) after the run, and what was done to it (C(actions)).
+  returned: always
+  type: dict
+  version_added: 2.0.0
+  sample: {"name": "yogurt-switchboard", "state": "present", "actions": ["created the switchboard namespace yogurt-switchboard"]}
 rcu_expedited:
   description:
     - Whether expedited RCU grace periods were used for this run (see O(expedite_rcu)), and why.
@@ -467,7 +488,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.yogurt.phone.plugins.module_utils._bpf_build import converge_build_for
 from ansible_collections.yogurt.phone.plugins.module_utils._call import place_calls
 from ansible_collections.yogurt.phone.plugins.module_utils._phone_converge import HostConverger, PhoneError, host_lock
-from ansible_collections.yogurt.phone.plugins.module_utils._phone_model import PhoneInputError, normalize_phones
+from ansible_collections.yogurt.phone.plugins.module_utils._phone_model import PhoneInputError, netns_problem, normalize_phones
 from ansible_collections.yogurt.phone.plugins.module_utils._probes import probe_kernel
 from ansible_collections.yogurt.phone.plugins.module_utils._rcu import expedited_span
 from ansible_collections.yogurt.phone.plugins.module_utils._pyroute2_dep import assert_required_pyroute2
@@ -510,6 +531,7 @@ def main():
             netkit_object=dict(type="path"),
             host_addresses=dict(type="str", default="remove", choices=["remove", "report"]),
             exclusive=dict(type="bool", default=False),
+            switchboard=dict(type="str", default="yogurt-switchboard"),
             expedite_rcu=dict(type="bool", default=True),
             compile=dict(type="dict", options=COMPILE_SPEC),
             call=dict(type="dict", options=CALL_SPEC),
@@ -522,6 +544,9 @@ def main():
     except PhoneInputError as exc:
         module.fail_json(msg="invalid yogurt_phones, nothing was changed: " + "; ".join(exc.problems),
                          problems=exc.problems)
+    board_problem = module.params["switchboard"] and netns_problem(module.params["switchboard"])
+    if board_problem:
+        module.fail_json(msg=f"invalid switchboard, nothing was changed: {board_problem}")
     objects = {"veth": module.params["veth_object"], "netkit": module.params["netkit_object"]}
     compiled = compile_wire(module, objects)
     try:
@@ -529,7 +554,8 @@ def main():
             facts = probe_kernel()
             converger = HostConverger(phones, facts, objects, check_mode=module.check_mode,
                                       host_addresses=module.params["host_addresses"],
-                                      exclusive=module.params["exclusive"])
+                                      exclusive=module.params["exclusive"],
+                                      switchboard_name=module.params["switchboard"])
             # Opened after the probes, which attach on a scratch namespace: only the run's own
             # link work turns expedited grace periods on. Check mode attaches nothing.
             with expedited_span(module.params["expedite_rcu"], module.check_mode) as span:

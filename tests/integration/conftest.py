@@ -146,6 +146,11 @@ def sandbox(prefix):
             if ns.startswith(prefix) and ns != name:
                 subprocess.run(["ip", "netns", "del", ns], check=False)
         subprocess.run(["ip", "netns", "del", name], check=False)
+        # The switchboard this test's phones used, once nothing of any phone is left in it.
+        board = subprocess.run(["ip", "-n", "yogurt-switchboard", "-j", "link", "show"], capture_output=True,
+                               text=True, check=False)
+        if board.returncode == 0 and [d["ifname"] for d in json.loads(board.stdout or "[]")] == ["lo"]:
+            subprocess.run(["ip", "netns", "del", "yogurt-switchboard"], check=False)
         for entry in pathlib.Path(BPFFS_ROOT).glob(f"{prefix}*"):
             subprocess.run(["rm", "-rf", str(entry)], check=False)
         for record in pathlib.Path("/run/yogurt/phones").glob(f"{prefix}*"):  # .json and .tmp
