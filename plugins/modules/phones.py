@@ -54,9 +54,9 @@ options:
     description:
       - The network namespace that holds the host-side devices of every phone of the host, with
         their programs and links (made when missing, removed when its last phone goes). The
-        host's own namespace then holds no device of any phone: nothing there, not even
+        host's own namespace then holds no device of any phone, so nothing there, not even
         C(tcpdump -i any), sees a phone's devices or the frames of a call.
-      - V("") keeps the host sides in the host's own namespace (the layout before 2.0.0).
+      - An empty string keeps the host sides in the host's own namespace (the layout before 2.0.0).
       - A phone built in the other layout is moved by the next run (its pairs are rebuilt in the
         right namespace and its wire attached again; its yogurts stay), and its result says so.
       - Root can still enter the switchboard, as it can enter a yogurt.
@@ -545,6 +545,9 @@ def main():
         module.fail_json(msg="invalid yogurt_phones, nothing was changed: " + "; ".join(exc.problems),
                          problems=exc.problems)
     board_problem = module.params["switchboard"] and netns_problem(module.params["switchboard"])
+    if module.params["switchboard"] in {e["netns"] for p in phones for e in p["ends"]}:
+        board_problem = (f"'{module.params['switchboard']}' is also a yogurt of a phone: a yogurt holds one "
+                         "container side; choose another switchboard or netns")
     if board_problem:
         module.fail_json(msg=f"invalid switchboard, nothing was changed: {board_problem}")
     objects = {"veth": module.params["veth_object"], "netkit": module.params["netkit_object"]}

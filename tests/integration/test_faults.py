@@ -82,7 +82,7 @@ class Watch:
 
 
 def start_converge(sandbox, specs, obj, state="present"):
-    args = {"phones": [dict(s, state=state) for s in specs], "veth_object": obj}
+    args = {"phones": [dict(s, state=state) for s in specs], "veth_object": obj, "switchboard": ""}
     proc = subprocess.Popen(module_argv(sandbox, "phones"), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=module_env())
     proc.stdin.write(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
