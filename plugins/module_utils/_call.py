@@ -742,6 +742,7 @@ def place_calls(phones, host=None, count=3, injection=True, reverse=True, frames
             continue
         board = switchboard.of_phones([phone["name"]], records)
         capture = switchboard.HostCapture([a for e in phone["ends"] for a in e["addresses"]])
+        state = {}
         try:
             # From inside the switchboard: the wire is read there, and the injections come from
             # there, the nearest point root has to the yogurts.
@@ -750,7 +751,7 @@ def place_calls(phones, host=None, count=3, injection=True, reverse=True, frames
                 calls.append(call_phone(phone, count=count, injection=injection, reverse=reverse, frames=frames,
                                         wait=wait, wire_state=state))
         except Exception as exc:  # pylint: disable=broad-except
-            calls.append(dict(name=phone["name"], ok=False, checks=[
+            calls.append(dict(state, name=phone["name"], ok=False, checks=[
                 {"kind": "error", "check": "call", "ok": False, "detail": f"{type(exc).__name__}: {exc}"}]))
         finally:
             seen = capture.drain()

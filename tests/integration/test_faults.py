@@ -291,7 +291,7 @@ def private_run_dir():
 
 
 def _start_in(mnt_pid, sandbox, phones, obj, exclusive=False):
-    args = {"phones": phones, "veth_object": obj, "exclusive": exclusive}
+    args = {"phones": phones, "veth_object": obj, "exclusive": exclusive, "switchboard": ""}
     proc = subprocess.Popen(["nsenter", f"--mount=/proc/{mnt_pid}/ns/mnt"] + module_argv(sandbox, "phones")[1:],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=module_env())
