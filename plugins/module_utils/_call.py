@@ -52,7 +52,8 @@ import threading
 import time
 
 from ansible_collections.yogurt.phone.plugins.module_utils import _bpf as bpf
-from ansible_collections.yogurt.phone.plugins.module_utils import _wire as wire
+from ansible_collections.yogurt.phone.plugins.module_utils import _switchboard as switchboard, _wire as wire
+from ansible_collections.yogurt.phone.plugins.module_utils._phone_converge import read_records
 from ansible_collections.yogurt.phone.plugins.module_utils._netlink import default_gateways, neighbour_entries, read_namespace
 from ansible_collections.yogurt.phone.plugins.module_utils._netns import NetnsError, enter_netns, in_netns
 
@@ -808,16 +809,29 @@ def place_calls(phones, host=None, count=COUNT, injection=True, reverse=True, fr
     """
     kernel = short_kernel()
     calls = []
+    records = read_records()
     for phone in phones:
         if phone.get("state", "present") != "present":
             continue
-        state = wire_state(phone, kernel)
+        board = switchboard.of_phones([phone["name"]], records)
+        capture = switchboard.HostCapture([a for e in phone["ends"] for a in e["addresses"]])
+        state = {}
         try:
-            calls.append(call_phone(phone, count=count, injection=injection, reverse=reverse, frames=frames,
-                                    wait=wait, wire_state=state))
+            # From inside the switchboard: the wire is read there, and the injections come from
+            # there, the nearest point root has to the yogurts.
+            with in_netns(board or None):
+                state = wire_state(phone, kernel)
+                calls.append(call_phone(phone, count=count, injection=injection, reverse=reverse, frames=frames,
+                                        wait=wait, wire_state=state))
         except Exception as exc:  # pylint: disable=broad-except
             calls.append(dict(state, name=phone["name"], ok=False, checks=[
                 {"kind": "error", "check": "call", "ok": False, "detail": f"{type(exc).__name__}: {exc}"}]))
+        finally:
+            seen = capture.drain()
+            capture.close()
+        calls[-1]["switchboard"] = board
+        calls[-1]["checks"].extend(switchboard.host_checks(phone, board, seen, read_namespace()))
+        calls[-1]["ok"] = all(c["ok"] for c in calls[-1]["checks"])
     prefix = f"{host} " if host else ""
     failures = []
     for call in calls:
@@ -886,6 +900,10 @@ def summary_line(call):
         if neigh:
             text += ", neighbours " + ("unchanged" if neigh[0]["ok"] else "CHANGED")
         parts.append(text)
+    host = [c for c in checks if c.get("kind") == "hostns"]
+    if host:
+        where = f"host sides in {call['switchboard']}" if call.get("switchboard") else "host sides in the host ns"
+        parts.append(f"{where}: host ns lists {len(host[0]['devices'])} phone devices, saw {host[-1]['frames']} frames")
     errors = [c for c in checks if c.get("kind") == "error"]
     for c in errors:
         parts.append(f"ERROR {c['detail']}")

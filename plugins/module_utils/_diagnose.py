@@ -65,10 +65,11 @@ def _netns_inode(netns=None):
         return None
 
 
-def read_end(end, routes):
-    """Both devices of one end (the host side in the calling thread's namespace)."""
+def read_end(end, routes, switchboard_name=""):
+    """Both devices of one end (the host side in the calling thread's namespace, the switchboard's
+    when `switchboard_name` names it)."""
     host = read_device(end["host_ifname"])
-    host["netns"], host["netns_inode"] = None, _netns_inode()
+    host["netns"], host["netns_inode"] = switchboard_name or None, _netns_inode()
     host["routes"] = [r["text"] for r in routes.get(host.get("ifindex"), [])] if host["exists"] else []
     if netns_exists(end["netns"]):
         cont = read_device(end["cont_ifname"], end["netns"])
@@ -103,10 +104,10 @@ def _hook_state(info, links, ends_state, i, hook):
     return entry
 
 
-def read_state(phone):
+def read_state(phone, switchboard_name=""):
     """State of one normalized phone: ends, backend, hooks, wires map."""
     routes = routes_by_device()
-    ends = [read_end(end, routes) for end in phone["ends"]]
+    ends = [read_end(end, routes, switchboard_name) for end in phone["ends"]]
     info = wire.read_wire(phone["name"])
     kinds = {e["host"].get("kind") for e in ends} & set(wire.HOOKS)
     backend = info["backend"] or (kinds.pop() if len(kinds) == 1 else None)
@@ -370,11 +371,12 @@ def _unique(problems):
 
 # ---------------------------------------------------------------- one run, and what a person reads
 
-def diagnose(phones, seconds=3.0, probe=False, inject=False, trace="auto", run_command=None):
-    """The whole diagnosis of `phones` (normalized, present). Returns (results, trace info).
+def diagnose(phones, seconds=3.0, probe=False, inject=False, trace="auto", run_command=None, switchboard_name=""):
+    """The whole diagnosis of `phones` (normalized, present), run in the namespace of their host
+    sides (`switchboard_name`, "" = the host's). Returns (results, trace info).
 
     run_command (the module's) runs the drop tracer."""
-    states = [read_state(p) for p in phones]
+    states = [read_state(p, switchboard_name) for p in phones]
     tracer, trace_info = drop_trace.start(states, trace, run_command, seconds)
     try:
         seen = window(states, phones, seconds, probe, inject, tracer)

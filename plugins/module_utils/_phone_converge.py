@@ -23,12 +23,13 @@ import os
 import socket
 import time
 
-from ansible_collections.yogurt.phone.plugins.module_utils import _rcu as rcu, _wire as wire
+from ansible_collections.yogurt.phone.plugins.module_utils import _rcu as rcu, _switchboard as switchboard, _wire as wire
 from ansible_collections.yogurt.phone.plugins.module_utils._diff import DifferenceTracker
 from ansible_collections.yogurt.phone.plugins.module_utils._netlink import (
     delete_route,
     disable_ipv6,
     ipv6_disabled,
+    ipr_in,
     LazyIPR,
     read_namespace,
     routes_by_device,
@@ -108,11 +109,19 @@ def host_netns_id():
     return os.stat("/proc/thread-self/ns/net").st_ino
 
 
-def write_record(phone, backend):
-    os.makedirs(RECORD_DIR, mode=0o755, exist_ok=True)
-    path = os.path.join(RECORD_DIR, phone["name"] + ".json")
-    data = {"name": phone["name"], "backend": backend, "host_netns": host_netns_id(),
+def write_record(phone, backend, host_netns=None, switchboard_name="", moved_from=None):
+    """host_netns: the host's namespace (whose phone this is); switchboard_name: where its host sides
+    are; moved_from: the switchboard they left, until it is removed (a run killed first leaves it)."""
+    data = {"name": phone["name"], "backend": backend, **({"moved_from": moved_from} if moved_from else {}),
+            "host_netns": host_netns_id() if host_netns is None else host_netns,
+            "switchboard": switchboard_name,
             "ends": [{k: e[k] for k in ("netns", "host_ifname", "cont_ifname")} for e in phone["ends"]]}
+    _write_record_data(data)
+
+
+def _write_record_data(data):
+    os.makedirs(RECORD_DIR, mode=0o755, exist_ok=True)
+    path = os.path.join(RECORD_DIR, data["name"] + ".json")
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as handle:
         json.dump(data, handle, sort_keys=True)
@@ -157,8 +166,11 @@ def resolve_backend(requested, facts):
 class HostConverger:
     """Converge a normalized list of phones (phone_model.normalize_phones) on this host."""
 
-    def __init__(self, phones, facts, objects, check_mode=False, host_addresses="remove", exclusive=False):
+    def __init__(self, phones, facts, objects, check_mode=False, host_addresses="remove", exclusive=False,
+                 switchboard_name=""):
         self.phones = phones
+        self.switchboard = switchboard_name  # where the host sides go; "" = the host's own namespace
+        self.host_netns = None
         self.facts = facts
         self.objects = objects  # {'veth': path, 'netkit': path}
         self.check_mode = check_mode
@@ -188,21 +200,46 @@ class HostConverger:
 
     def run(self):
         plans = self.plan_backends()
+        # Records name the host's namespace (where the run starts), wherever the host sides are.
+        self.host_netns = host_netns_id()
+        all_records = read_records()
+        records = {n: r for n, r in all_records.items() if r.get("host_netns") == self.host_netns}
+        self.moved_from = {n: r["moved_from"] for n, r in records.items() if r.get("moved_from")}
+        moves = self._move_out(records)
+        building = any(p["state"] == "present" for p in self.phones)
+        with switchboard.inside(self.switchboard, create=building, check_mode=self.check_mode) as existed:
+            results = self._converge(plans, all_records, records, moves)
+        board = self._tidy_switchboards(records, results, existed, building)
+        tracker = DifferenceTracker()
+        for phone in results:
+            tracker.add(phone["name"], phone.pop("_before"), phone.pop("_after"))
+        if board["actions"]:
+            # a key no phone can have (phone names have no spaces)
+            tracker.add("switchboard namespace", board.pop("_before"), board.pop("_after"))
+        board.pop("_before", None), board.pop("_after", None)
+        return {
+            "changed": any(r["changed"] for r in results) or bool(board["actions"]),
+            "phones": results,
+            "switchboard": board,
+            "diff": tracker.get_diff(),
+            "warnings": self.warnings,
+        }
+
+    def _converge(self, plans, all_records, records, moves):
+        """Every phone, in the switchboard (this thread's namespace by now). Returns the results."""
         results = []
         ipr = LazyIPR()
         try:
             host_devices = read_namespace()
             self.host_routes = routes_by_device()
             live_netns = set(list_netns())
-            all_records = read_records()
-            here = host_netns_id()
-            records = {n: r for n, r in all_records.items() if r.get("host_netns") == here}
             self.owned = {e["host_ifname"] for r in records.values() for e in r.get("ends", [])}
             listed = {p["name"] for p in self.phones}
             removals = []  # (name, ends), done together after the present phones
             for phone in self.phones:
                 if phone["state"] == "present":
-                    results.append(self._present(ipr, host_devices, live_netns, phone, *plans[phone["name"]]))
+                    res = self._present(ipr, host_devices, live_netns, phone, *plans[phone["name"]])
+                    results.append(_with_layout(res, records.get(phone["name"]), moves, self.switchboard))
                 else:
                     results.append(None)
                     removals.append((len(results) - 1, phone["name"], phone["ends"] or
@@ -217,27 +254,76 @@ class HostConverger:
                     results.append(None)
                     removals.append((len(results) - 1, name, records.get(name, {}).get("ends", [])))
             for index, res in self._remove_phones(ipr, host_devices, live_netns, removals):
-                results[index] = res
+                results[index] = _with_layout(res, records.get(res["name"]), moves, None)
         finally:
             ipr.close()
-        if self.exclusive and not self.check_mode and not any(p["state"] == "present" for p in self.phones):
+        return results
+
+    def _move_out(self, records):
+        """Phones recorded in another layout lose their pairs and wire there (their yogurts stay),
+        to be built again in this run's switchboard. {name: (from switchboard, actions)}.
+
+        The record names the new layout only once nothing of the phone is left in the old
+        one, so a run killed meanwhile leaves a record that makes the next run finish the move.
+        """
+        moves = {}
+        for name, record in sorted(records.items()):
+            source = switchboard.recorded(record)
+            if source == self.switchboard:
+                continue
+            actions = [f"moved its host sides from {switchboard.label(source)} to {switchboard.label(self.switchboard)}"]
+            if not self.check_mode:
+                self._step(f"phone '{name}'", f"moving its host sides out of {switchboard.label(source)}",
+                           self._evacuate, name, record, source)
+            moves[name] = (source, actions)
+        return moves
+
+    def _evacuate(self, name, record, source):
+        # In the old namespace (an empty scratch one if it is gone): the wire's tc filters are
+        # found there by ifindex, and the host sides are deleted there, taking their peers.
+        with switchboard.inside(source):
+            wire.remove_wire(name)
+            devices = read_namespace()
+            with ipr_in() as ipr:
+                for end in record.get("ends", []):
+                    if end["host_ifname"] in devices:
+                        rcu.before_grace_period()
+                        remove_pair(ipr, devices, end["host_ifname"], False)
+        if source:
+            self.moved_from[name] = source
+        _write_record_data(dict(record, switchboard=self.switchboard, **({"moved_from": source} if source else {})))
+
+    def _tidy_switchboards(self, records, results, existed, building):
+        """Report the switchboard made for this run; remove every switchboard left without a phone."""
+        name = self.switchboard
+        actions = [f"created the switchboard namespace {name}"] if name and building and not existed else []
+        if self.exclusive and not self.check_mode and not building:
             tidy_run_dir()
-        tracker = DifferenceTracker()
-        for phone in results:
-            tracker.add(phone["name"], phone.pop("_before"), phone.pop("_after"))
-        return {
-            "changed": any(r["changed"] for r in results),
-            "phones": results,
-            "diff": tracker.get_diff(),
-            "warnings": self.warnings,
-        }
+        gone = {r["name"] for r in results if r["state"] == "absent"}
+        after = read_records() if not self.check_mode else {
+            n: dict(r, switchboard=self.switchboard) for n, r in records.items() if n not in gone}
+        if self.check_mode:
+            after.update({p["name"]: {"switchboard": self.switchboard} for p in self.phones if p["state"] == "present"})
+        leaving = {e["host_ifname"] for n, r in records.items() for e in r.get("ends", [])
+                   if n in gone or switchboard.recorded(r) != self.switchboard} if self.check_mode else set()
+        removed = []
+        boards = {name} | {switchboard.recorded(r) for r in records.values()} | set(self.moved_from.values())
+        for board in sorted(boards):
+            removed += switchboard.remove_if_unused(board, after, self.check_mode, leaving)
+        actions += removed
+        if not self.check_mode:
+            self._forget_moves()
+        state = "present" if name and (building or (existed and not removed)) else "absent"
+        return {"name": name, "state": state, "actions": actions,
+                "_before": {"name": name, "state": "present" if existed and name else "absent"},
+                "_after": {"name": name, "state": state}}
 
     def _present(self, ipr, host_devices, live_netns, phone, backend, reason):
         name = phone["name"]
         self._check_owned(phone, host_devices)
         if not self.check_mode:
             # Recorded before anything is made: a run killed halfway leaves devices the next run owns.
-            write_record(phone, backend)
+            write_record(phone, backend, self.host_netns, self.switchboard, self.moved_from.get(name))
         actions, converged = [], []
         for end_index, end in enumerate(phone["ends"]):
             where = f"phone '{name}' ends[{end_index}]"
@@ -255,6 +341,18 @@ class HostConverger:
         wire_res = self._wire(name, backend, converged)
         actions.extend(wire_res.get("actions", []))
         return _present_result(name, backend, reason, actions, converged, wire_res)
+
+    def _forget_moves(self):
+        """Records stop naming a switchboard their phone left once it is gone (or in use again)."""
+        for phone_name, board in self.moved_from.items():
+            path = os.path.join(RECORD_DIR, phone_name + ".json")
+            with contextlib.suppress(OSError, ValueError):
+                with open(path, encoding="utf-8") as handle:
+                    record = json.load(handle)
+                if record.get("moved_from") == board and (board == record.get("switchboard") or not netns_exists(board)
+                                                          or switchboard.devices_in(board)):
+                    record.pop("moved_from")
+                    _write_record_data(record)
 
     def _check_owned(self, phone, host_devices):
         """Never take over a device we did not make: records written before this run say what is ours."""
@@ -416,7 +514,8 @@ class HostConverger:
             raise PhoneError(f"{where}: {what} failed: {exc}") from exc
 
 
-def converge_host(phones, objects, check_mode=False, host_addresses="remove", exclusive=False, expedite_rcu=True):
+def converge_host(phones, objects, check_mode=False, host_addresses="remove", exclusive=False, expedite_rcu=True,
+                  switchboard_name=switchboard.DEFAULT_SWITCHBOARD):
     """The whole converge of a host, as the phones module and the boot runner both run it.
 
     Under the host lock: the kernel probes, then the converger inside the expedited-RCU span
@@ -428,7 +527,8 @@ def converge_host(phones, objects, check_mode=False, host_addresses="remove", ex
     with host_lock():
         facts = probe_kernel()
         converger = HostConverger(phones, facts, objects, check_mode=check_mode,
-                                  host_addresses=host_addresses, exclusive=exclusive)
+                                  host_addresses=host_addresses, exclusive=exclusive,
+                                  switchboard_name=switchboard_name)
         with rcu.expedited_span(expedite_rcu, check_mode) as span:
             result = converger.run()
     result["rcu_expedited"] = span.report()
@@ -450,6 +550,20 @@ def _present_result(name, backend, reason, actions, converged, wire_res):
         "_before": {"backend": ends_before[0].get("kind"), "ends": ends_before, "wire": wire_res.get("before")},
         "_after": {"backend": backend, "ends": ends_after, "wire": wire_res.get("after")},
     }
+
+
+def _with_layout(res, record, moves, target):
+    """Add where the host sides were and are to a phone's result and diff, and its move's actions."""
+    moved = moves.get(res["name"])
+    res["_before"]["switchboard"] = switchboard.recorded(record) if record else None
+    res["_after"]["switchboard"] = target
+    if res["state"] == "present":
+        res["switchboard"] = target
+    if moved:
+        source = switchboard.label(moved[0])
+        res["actions"][:0] = moved[1] if res["state"] == "present" else [f"removed its host sides and wire from {source}"]
+        res["changed"] = True
+    return res
 
 
 def _namespaces_of_processes():

@@ -14,7 +14,14 @@ description:
   - For every present phone, from each yogurt to every address of the other one, sends
     ICMP echo requests and makes a TCP exchange (a listener opened inside the far yogurt
     echoes a payload back).
-  - "Injection, host to yogurt: on each host-side device, from the host namespace, writes UDP
+  - "Where the host sides are: the call runs from the namespace that holds the phone's host
+    sides, as its record says (the switchboard, from 2.0.0; the host's own namespace with
+    C(switchboard: \"\") of M(yogurt.phone.phones)). With the host sides in a switchboard it also
+    checks that the host's own namespace lists no device of the phone and that a packet socket
+    bound to no device there (every device, what C(tcpdump -i any) opens) sees none of the
+    call's frames; with them in the host's namespace it reports how many frames that socket saw."
+  - "Injection, host to yogurt: on each host-side device, from the namespace of the host sides
+    (the switchboard: the nearest point root has to a yogurt), writes UDP
     frames through AF_PACKET sockets, SOCK_RAW and SOCK_DGRAM, each with and without
     PACKET_QDISC_BYPASS, to the yogurt's unicast address, to broadcast (IPv4 C(255.255.255.255)
     to C(ff:ff:ff:ff:ff:ff); IPv6 C(ff02::1) in an Ethernet broadcast) and to a multicast group
@@ -139,12 +146,17 @@ calls:
       description: Why the phone is on that backend, in a few words.
       type: str
       sample: Linux 6.18 has no netkit
+    switchboard:
+      description: The namespace the call ran from, which holds the phone's host sides; V("") for the host's own.
+      type: str
+      sample: yogurt-switchboard
+      version_added: 2.0.0
     summary:
       description: The phone's line of RV(summary).
       type: str
     checks:
       description:
-        - Each check with C(kind) (V(ping), V(tcp), V(inject), V(reverse), V(neighbours), V(error)),
+        - Each check with C(kind) (V(ping), V(tcp), V(inject), V(reverse), V(neighbours), V(hostns), V(error)),
           C(check) (its name), C(ok) and a C(detail) line.
         - Injection checks also carry C(end), C(device) (host side), C(netns), C(cont_ifname),
           C(family), C(socket) (V(raw) or V(dgram)), C(bypass), C(dest) (V(unicast), V(broadcast),
@@ -154,6 +166,8 @@ calls:
         - Reverse checks carry C(end), C(device) (yogurt side), C(netns), C(family), C(dest),
           C(dst_ip), C(src_ip), C(attempts), C(sent), C(refused_at_send), C(reached_udp); the
           V(neighbours) check carries C(changes).
+        - V(hostns) checks (from 2.0.0) carry C(devices) (the phone's devices the host's own namespace
+          lists) and C(frames) (the call's frames a packet socket on every device there saw).
       type: list
       elements: dict
       sample: [{"kind": "ping", "check": "ping yogurt-1 -> 10.42.0.2", "ok": true, "detail": "3/3 replies"}]

@@ -177,7 +177,10 @@ trace:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.yogurt.phone.plugins.module_utils import _switchboard as switchboard
 from ansible_collections.yogurt.phone.plugins.module_utils._diagnose import diagnose, text_of
+from ansible_collections.yogurt.phone.plugins.module_utils._netns import in_netns
+from ansible_collections.yogurt.phone.plugins.module_utils._phone_converge import read_records
 from ansible_collections.yogurt.phone.plugins.module_utils._phone_model import PhoneInputError, normalize_phones
 from ansible_collections.yogurt.phone.plugins.module_utils._pyroute2_dep import assert_required_pyroute2
 
@@ -207,8 +210,11 @@ def main():
         if not phones:
             module.fail_json(msg=f"phone {params['name']!r} is not among the present phones of yogurt_phones")
     try:
-        results, trace = diagnose(phones, params["window"], params["probe"], params["inject"], params["trace"],
-                                  run_command=module.run_command)
+        board = switchboard.of_phones([p["name"] for p in phones], read_records())
+        # In the namespace of the host sides: devices, links and the tracer's filter are theirs.
+        with in_netns(board or None):
+            results, trace = diagnose(phones, params["window"], params["probe"], params["inject"], params["trace"],
+                                      run_command=module.run_command, switchboard_name=board)
     except RuntimeError as exc:
         module.fail_json(msg=str(exc))
     prefix = f"{params['host']} " if params["host"] else ""

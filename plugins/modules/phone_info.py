@@ -65,6 +65,11 @@ phones:
       description: Name of the phone (its pin directory).
       type: str
       sample: phone
+    switchboard:
+      description: The namespace that holds the phone's host sides; V("") for the host's own namespace.
+      type: str
+      sample: yogurt-switchboard
+      version_added: 2.0.0
     exists:
       description: Whether anything is pinned for the phone; always V(true), phones with nothing pinned are left out.
       type: bool
@@ -121,7 +126,9 @@ kernel:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.yogurt.phone.plugins.module_utils import _wire as wire
+from ansible_collections.yogurt.phone.plugins.module_utils import _switchboard as switchboard, _wire as wire
+from ansible_collections.yogurt.phone.plugins.module_utils._netns import in_netns
+from ansible_collections.yogurt.phone.plugins.module_utils._phone_converge import read_records
 from ansible_collections.yogurt.phone.plugins.module_utils._bpf import BpfError
 from ansible_collections.yogurt.phone.plugins.module_utils._probes import probe_kernel
 from ansible_collections.yogurt.phone.plugins.module_utils._pyroute2_dep import assert_required_pyroute2
@@ -140,7 +147,14 @@ def main():
     result = {"changed": False}
     try:
         names = [name] if name else wire.list_phones()
-        result["phones"] = [info for info in (wire.read_wire(n) for n in names) if info["exists"]]
+        records = read_records()
+        result["phones"] = []
+        for phone in names:
+            board = switchboard.of_phones([phone], records)
+            with in_netns(board or None):  # tc filters are read on the host sides, where they are
+                info = wire.read_wire(phone)
+            if info["exists"]:
+                result["phones"].append(dict(info, switchboard=board))
         if module.params["probe"]:
             result["kernel"] = probe_kernel()
     except BpfError as exc:

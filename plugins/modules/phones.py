@@ -52,6 +52,19 @@ options:
     type: str
     choices: [remove, report]
     default: remove
+  switchboard:
+    description:
+      - The network namespace that holds the host-side devices of every phone of the host, with
+        their programs and links (made when missing, removed when its last phone goes). The
+        host's own namespace then holds no device of any phone, so nothing there, not even
+        C(tcpdump -i any), sees a phone's devices or the frames of a call.
+      - An empty string keeps the host sides in the host's own namespace (the layout before 2.0.0).
+      - A phone built in the other layout is moved by the next run (its pairs are rebuilt in the
+        right namespace and its wire attached again; its yogurts stay), and its result says so.
+      - Root can still enter the switchboard, as it can enter a yogurt.
+    type: str
+    default: yogurt-switchboard
+    version_added: 2.0.0
   exclusive:
     description:
       - Also remove every phone this collection built on the host that O(phones) does not
@@ -344,6 +357,14 @@ phones:
           returned: not in check mode
           sample: {"wires": [{"ifindex": 7, "target": 9, "direction": 0}],
                    "counters": {"forwarded_packets_0to1": 5, "refused": 0}}
+switchboard:
+  description:
+    - The namespace holding the host sides (C(name), V("") for the host's own namespace), its
+      C(state) after the run, and what was done to it (C(actions)).
+  returned: always
+  type: dict
+  version_added: 2.0.0
+  sample: {"name": "yogurt-switchboard", "state": "present", "actions": ["created the switchboard namespace yogurt-switchboard"]}
 rcu_expedited:
   description:
     - Whether expedited RCU grace periods were used for this run (see O(expedite_rcu)), and why.
@@ -421,6 +442,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.yogurt.phone.plugins.module_utils._bpf_build import compile_argument_spec, converge_build_for
 from ansible_collections.yogurt.phone.plugins.module_utils._call import call_argument_spec, place_calls
+from ansible_collections.yogurt.phone.plugins.module_utils._names import netns_problem
 from ansible_collections.yogurt.phone.plugins.module_utils._phone_converge import PhoneError, converge_host
 from ansible_collections.yogurt.phone.plugins.module_utils._phone_model import PhoneInputError, normalize_phones
 from ansible_collections.yogurt.phone.plugins.module_utils._pyroute2_dep import assert_required_pyroute2
@@ -447,6 +469,7 @@ def main():
             netkit_object=dict(type="path"),
             host_addresses=dict(type="str", default="remove", choices=["remove", "report"]),
             exclusive=dict(type="bool", default=False),
+            switchboard=dict(type="str", default="yogurt-switchboard"),
             expedite_rcu=dict(type="bool", default=True),
             compile=dict(type="dict", options=compile_argument_spec()),
             call=dict(type="dict", options=call_argument_spec()),
@@ -459,12 +482,18 @@ def main():
     except PhoneInputError as exc:
         module.fail_json(msg="invalid yogurt_phones, nothing was changed: " + "; ".join(exc.problems),
                          problems=exc.problems)
+    board_problem = module.params["switchboard"] and netns_problem(module.params["switchboard"])
+    if module.params["switchboard"] in {e["netns"] for p in phones for e in p["ends"]}:
+        board_problem = (f"'{module.params['switchboard']}' is also a yogurt of a phone: a yogurt holds one "
+                         "container side; choose another switchboard or netns")
+    if board_problem:
+        module.fail_json(msg=f"invalid switchboard, nothing was changed: {board_problem}")
     objects = {"veth": module.params["veth_object"], "netkit": module.params["netkit_object"]}
     compiled = compile_wire(module, objects)
     try:
         result = converge_host(phones, objects, check_mode=module.check_mode,
                                host_addresses=module.params["host_addresses"], exclusive=module.params["exclusive"],
-                               expedite_rcu=module.params["expedite_rcu"])
+                               expedite_rcu=module.params["expedite_rcu"], switchboard_name=module.params["switchboard"])
     except PhoneError as exc:
         module.fail_json(msg=str(exc))
     for text in result.pop("warnings"):

@@ -66,7 +66,7 @@ class Watch:
 
 
 def start_converge(sandbox, specs, obj, state="present"):
-    args = {"phones": [dict(s, state=state) for s in specs], "veth_object": obj}
+    args = {"phones": [dict(s, state=state) for s in specs], "veth_object": obj, "switchboard": ""}
     proc = subprocess.Popen(module_argv(sandbox.path, "phones"), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=module_env())
     proc.stdin.write(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
@@ -275,7 +275,7 @@ def private_run_dir():
 
 
 def _start_in(mnt_pid, sandbox, phones, obj, exclusive=False):
-    args = {"phones": phones, "veth_object": obj, "exclusive": exclusive}
+    args = {"phones": phones, "veth_object": obj, "exclusive": exclusive, "switchboard": ""}
     proc = subprocess.Popen(["nsenter", f"--mount=/proc/{mnt_pid}/ns/mnt"] + module_argv(sandbox.path, "phones")[1:],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=module_env())

@@ -21,7 +21,8 @@ def netkit_vm():
 
     Tests must clean up what they create in it (random name prefixes, netns per test).
     """
-    with vm_harness.booted_vm(name=f"pytest-{vm_harness.os.getpid()}") as booted:
+    name = vm_harness.os.environ.get("YOGURT_VM_NAME") or f"pytest-{vm_harness.os.getpid()}"
+    with vm_harness.booted_vm(name=name) as booted:
         yield booted
 
 

@@ -88,7 +88,10 @@ def module_env(collections=COLLECTIONS):
 def run_module(ns, name, args, timeout=120, collections=COLLECTIONS):
     """A module's main() with `args`, no ansible process around it; its result dict plus "rc".
 
-    `collections`: the directory that holds ansible_collections/ (another tree: another version)."""
+    `collections`: the directory that holds ansible_collections/ (another tree: another version).
+    The phones module keeps the host sides in the sandbox (switchboard ""), unless told."""
+    if name == "phones":
+        args = dict({"switchboard": ""}, **args)
     proc = subprocess.run(module_argv(ns, name), input=json.dumps({"ANSIBLE_MODULE_ARGS": args}),
                           capture_output=True, text=True, env=module_env(collections), timeout=timeout, check=False)
     try:
@@ -106,9 +109,10 @@ def ansible_playbook(ns, path, extra_args=(), timeout=900):
 
 
 def write_inventory(tmp_path, phones, **host_vars):
-    """One local host whose yogurt_phones are `phones`."""
+    """One local host whose yogurt_phones are `phones`, host sides in the sandbox (the seed's
+    layout, where the kernel proofs look for them) unless yogurt_phone_switchboard is given."""
     host = {"ansible_connection": "local", "ansible_python_interpreter": str(VENV_BIN / "python"),
-            "yogurt_phones": phones}
+            "yogurt_phones": phones, "yogurt_phone_switchboard": ""}
     host.update(host_vars)
     path = tmp_path / "inventory.yml"
     path.write_text(yaml.safe_dump({"all": {"hosts": {"localhost": host}}}))

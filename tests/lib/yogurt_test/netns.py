@@ -10,6 +10,7 @@ import os
 import pathlib
 import subprocess
 
+from ansible_collections.yogurt.phone.plugins.module_utils._switchboard import DEFAULT_SWITCHBOARD
 from ansible_collections.yogurt.phone.plugins.module_utils._wire import PIN_ROOT
 
 from . import ansible as _ansible
@@ -109,6 +110,11 @@ def sandbox(prefix):
             if ns.startswith(prefix) and ns != name:
                 subprocess.run(["ip", "netns", "del", ns], check=False)
         subprocess.run(["ip", "netns", "del", name], check=False)
+        # The switchboard this test's phones used, once nothing of any phone is left in it.
+        board = subprocess.run(["ip", "-n", DEFAULT_SWITCHBOARD, "-j", "link", "show"], capture_output=True,
+                               text=True, check=False)
+        if board.returncode == 0 and [d["ifname"] for d in json.loads(board.stdout or "[]")] == ["lo"]:
+            subprocess.run(["ip", "netns", "del", DEFAULT_SWITCHBOARD], check=False)
         for entry in pathlib.Path(PIN_ROOT).glob(f"{prefix}*"):
             subprocess.run(["rm", "-rf", str(entry)], check=False)
         for record in RECORDS.glob(f"{prefix}*"):  # .json and .tmp

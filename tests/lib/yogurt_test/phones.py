@@ -45,7 +45,11 @@ def ends_of(spec):
 
 
 def converge(sandbox, phones, obj, **extra):
-    """yogurt.phone.phones over `phones` (veth object `obj`), through ansible; must not fail."""
+    """yogurt.phone.phones over `phones` (veth object `obj`), through ansible; must not fail.
+
+    The host sides stay in the sandbox (switchboard ""), where the kernel proofs look for them,
+    unless `switchboard` is given (tests/kernel/test_switchboard.py)."""
+    extra.setdefault("switchboard", "")
     res = sandbox.module("phones", dict(phones=phones, veth_object=obj, **extra))
     assert not res.failed, res
     return res
