@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 ---
 module: diagnose
 short_description: Diagnose the calls of yogurt-phones, hop by hop, with a verdict per phone
-version_added: 1.1.0
+version_added: 2.0.0
 description:
   - "State, per phone and end, in inventory terms: the host-side and yogurt-side devices (ifindex,
     namespace, up, carrier, peer), each hook's program and whether its link is live on the right

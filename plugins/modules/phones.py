@@ -89,7 +89,7 @@ options:
         value from it first. The host lock keeps two runs from restoring each other's value.
     type: bool
     default: true
-    version_added: 1.1.0
+    version_added: 2.0.0
   compile:
     description:
       - Compile the wire programs on the host first, in this same module run, exactly as the
@@ -102,7 +102,7 @@ options:
         is RV(compiled).
       - Saves a module run per host (the C(yogurt.phone.yogurt_phone) role uses it).
     type: dict
-    version_added: 1.1.0
+    version_added: 2.0.0
   call:
     description:
       - After converging, place a test call through every present phone in this same module
@@ -113,7 +113,7 @@ options:
       - Never in check mode (the phones may not exist yet); RV(call.skipped) says so.
       - The call changes nothing, so it never makes the task V(changed).
     type: dict
-    version_added: 1.1.0
+    version_added: 2.0.0
 attributes:
   check_mode:
     support: full
@@ -371,14 +371,14 @@ rcu_expedited:
     - C(healed) appears when a killed run had left the value changed and this run restored it.
   returned: always
   type: dict
-  version_added: 1.1.0
+  version_added: 2.0.0
   sample: {"requested": true, "used": true, "reason": "on for the span of the link work, then restored to 0"}
 compiled:
   description:
     - With O(compile), what the compile found or did, as the M(yogurt.phone.bpf_compile) module returns it.
   returned: when O(compile) is given
   type: dict
-  version_added: 1.1.0
+  version_added: 2.0.0
   contains:
     changed:
       description: Whether an object was compiled or an older one removed (would be, in check mode).
@@ -403,7 +403,7 @@ call:
     - In check mode only C(skipped=true) and C(msg), and no call is placed.
   returned: when O(call) is given
   type: dict
-  version_added: 1.1.0
+  version_added: 2.0.0
   contains:
     ok:
       description: Whether every check of every phone passed.

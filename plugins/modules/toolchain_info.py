@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 ---
 module: toolchain_info
 short_description: Read what a host has of the BPF toolchain yogurt-phones need, in one run
-version_added: 1.1.0
+version_added: 2.0.0
 description:
   - Reads, without changing anything, what the M(yogurt.phone.phones) module and the C(yogurt.phone.bpf_toolchain)
     role need to know about a host. Its distribution and kernel release, which of the given packages are installed

@@ -5,12 +5,11 @@
 """One phone factory: inventory specs for the phones module and site.yml, and hand-built veth
 phones (two yogurts, two pairs, no wire yet) for the wire module; counters and pins."""
 
-import os
 import pathlib
-import struct
 import subprocess
 
-from ansible_collections.yogurt.phone.plugins.module_utils import _bpf as bpf, _wire as wire
+from ansible_collections.yogurt.phone.plugins.module_utils import _wire as wire
+from ansible_collections.yogurt.phone.plugins.module_utils._call import read_counters
 
 from .netns import mac_of, ping, run
 
@@ -68,16 +67,9 @@ def delta(before, after, key):
 
 def refusals(phone_name):
     """The phone's counters read straight from its pinned map (milliseconds, no module run)."""
-    fd = bpf.obj_get(f"{wire.phone_dir(phone_name)}/map_counters")
-    try:
-        out = {}
-        for key, val in bpf.map_items(fd):
-            slot = struct.unpack("=I", key)[0]
-            if slot < len(wire.COUNTERS):
-                out[wire.COUNTERS[slot]] = bpf.percpu_sum_u64(val)
-        return out
-    finally:
-        os.close(fd)
+    out = read_counters(phone_name)
+    assert out is not None, f"phone {phone_name} has no pinned counters"
+    return out
 
 
 def pins_of(name):
