@@ -40,6 +40,7 @@ for v in wire empty; do
   mkdir -p "/sys/fs/bpf/$v/maps"
   bpftool prog loadall "$work/$v.o" "/sys/fs/bpf/$v" type tc pinmaps "/sys/fs/bpf/$v/maps"
 done
+# shellcheck disable=SC2046 # le32 prints four bytes, one word each
 bpftool map update pinned /sys/fs/bpf/wire/maps/wires key $(le32 "$a") value $(le32 "$b") 00 00 00 00
 run() { bpftool prog run pinned "/sys/fs/bpf/$1/wire_in" data_in "$work/frame" ctx_in "$work/ctx" repeat 2000000 \
         | sed -n 's/.*duration (average): \([0-9]*\)ns.*/\1/p'; }
