@@ -223,6 +223,7 @@ def _readme_story(vm, clock):
     seen.update(second_rc=rc2, second_recap=_recap(lines2), second_tail="".join(lines2[-60:]))
     seen["device"] = vm.run(DEVICE, check=False).stdout
     seen["tc"] = vm.run(TC_FILTERS, check=False).stdout
+    seen["host_ns"] = vm.run(HOST_NS_DEVICES, check=False).stdout
     return seen
 
 
@@ -243,8 +244,17 @@ def _task(run, host, name):
     return found[-1]
 
 
-DEVICE = "ip -d link show yg1-host"
-TC_FILTERS = "tc filter show dev yg1-host ingress; tc filter show dev yg1-host egress"
+# The host sides live in the switchboard (the default layout); the host's namespace holds none.
+DEVICE = "ip -n yogurt-switchboard -d link show yg1-host"
+TC_FILTERS = ("tc -n yogurt-switchboard filter show dev yg1-host ingress;"
+              " tc -n yogurt-switchboard filter show dev yg1-host egress")
+HOST_NS_DEVICES = "ip -o link show | cut -d: -f2 | cut -d@ -f1"
+
+
+def phone_devices_in(listing):
+    """The devices of PHONES (either side) named in an `ip -o link` listing of a namespace."""
+    names = {e[k] for p in PHONES for e in p["ends"] for k in ("host_ifname", "cont_ifname")}
+    return sorted(names & {line.strip() for line in listing.splitlines()})
 
 
 def _over_ssh_story(vms, clock):
@@ -275,6 +285,8 @@ def _over_ssh_story(vms, clock):
     seen["after_first"] = dict(zip(hosts, _parallel(_state, list(hosts.values()))))
     seen["devices"] = dict(zip(hosts, _parallel(lambda vm: vm.run(DEVICE, check=False).stdout, list(hosts.values()))))
     seen["tc"] = dict(zip(hosts, _parallel(lambda vm: vm.run(TC_FILTERS, check=False).stdout, list(hosts.values()))))
+    seen["host_ns"] = dict(zip(hosts, _parallel(lambda vm: vm.run(HOST_NS_DEVICES, check=False).stdout,
+                                                list(hosts.values()))))
     metered = {f: vm for f, vm in hosts.items() if OVER_SSH[f].get("metrics")}
     seen["metrics_first"] = {f: vm.run(METRICS_STATE, check=False).stdout for f, vm in metered.items()}
 
@@ -442,6 +454,7 @@ def test_readme_first_command_inside_a_fresh_debian_12(story):
                      readme["first_output"]), "the call did not pass"
     assert "\n    veth " in readme["device"], f"not veth:\n{readme['device']}"
     assert "bpf" in readme["tc"], f"no tc filters on yg1-host (6.1 has no tcx):\n{readme['tc']}"
+    assert phone_devices_in(readme["host_ns"]) == [], f"phone devices in the host's namespace:\n{readme['host_ns']}"
     assert readme["second_rc"] == 0, readme["second_tail"]
     assert readme["second_recap"]["localhost"]["changed"] == 0, readme["second_tail"]
 
@@ -457,6 +470,7 @@ def test_site_over_ssh_installs_the_toolchain_and_builds_the_phones(story):
         device = seen["devices"][flavor]
         assert f"\n    {expect['backend']} " in device, (flavor, device)
         assert ("bpf" in seen["tc"][flavor]) == expect["tc_filters"], (flavor, seen["tc"][flavor])
+        assert phone_devices_in(seen["host_ns"][flavor]) == [], (flavor, "host namespace", seen["host_ns"][flavor])
         assert _task(first, flavor, "Converge the phones")["call"]["ok"], flavor  # the role calls in that task
         phones = _task(first, flavor, "Converge the phones")["phones"]
         assert [p["backend"] for p in phones] == [expect["backend"]] * len(PHONES), (flavor, phones)
