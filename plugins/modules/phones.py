@@ -446,6 +446,7 @@ from ansible_collections.yogurt.phone.plugins.module_utils._names import netns_p
 from ansible_collections.yogurt.phone.plugins.module_utils._phone_converge import PhoneError, converge_host
 from ansible_collections.yogurt.phone.plugins.module_utils._phone_model import PhoneInputError, normalize_phones
 from ansible_collections.yogurt.phone.plugins.module_utils._pyroute2_dep import assert_required_pyroute2
+from ansible_collections.yogurt.phone.plugins.module_utils._switchboard import DEFAULT_SWITCHBOARD
 
 
 def compile_wire(module, objects):
@@ -469,7 +470,7 @@ def main():
             netkit_object=dict(type="path"),
             host_addresses=dict(type="str", default="remove", choices=["remove", "report"]),
             exclusive=dict(type="bool", default=False),
-            switchboard=dict(type="str", default="yogurt-switchboard"),
+            switchboard=dict(type="str", default=DEFAULT_SWITCHBOARD),
             expedite_rcu=dict(type="bool", default=True),
             compile=dict(type="dict", options=compile_argument_spec()),
             call=dict(type="dict", options=call_argument_spec()),

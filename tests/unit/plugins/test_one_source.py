@@ -22,6 +22,7 @@ from ansible_collections.yogurt.phone.plugins.doc_fragments import _call as call
 from ansible_collections.yogurt.phone.plugins.module_utils import _bpf as bpf, _wire as wire
 from ansible_collections.yogurt.phone.plugins.module_utils._bpf_build import compile_argument_spec
 from ansible_collections.yogurt.phone.plugins.module_utils._call import call_argument_spec
+from ansible_collections.yogurt.phone.plugins.module_utils._switchboard import DEFAULT_SWITCHBOARD
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 WIRE_H = ROOT / "bpf" / "wire.h"
@@ -144,3 +145,23 @@ def test_compile_programs_default_is_every_bpf_c_source():
     assert plan["programs"] == ["wire_netkit.bpf.c", "wire_veth.bpf.c"]
     with pytest.raises(BuildError, match="none of the sources"):
         plan_build({"wire.h": ""}, None, "/nonexistent", run=run)
+
+
+def test_the_switchboard_default_is_one_name():
+    """_switchboard.DEFAULT_SWITCHBOARD, and the copies YAML and docs must spell out."""
+    role = ROOT / "roles" / "yogurt_phone"
+    assert yaml.safe_load((role / "defaults" / "main.yml").read_text())["yogurt_phone_switchboard"] == DEFAULT_SWITCHBOARD
+    spec = yaml.safe_load((role / "meta" / "argument_specs.yml").read_text())
+    assert spec["argument_specs"]["main"]["options"]["yogurt_phone_switchboard"]["default"] == DEFAULT_SWITCHBOARD
+    phones_doc = yaml.safe_load(ast.literal_eval(next(
+        node.value for node in ast.parse((ROOT / "plugins" / "modules" / "phones.py").read_text()).body
+        if isinstance(node, ast.Assign) and node.targets[0].id == "DOCUMENTATION")))
+    assert phones_doc["options"]["switchboard"]["default"] == DEFAULT_SWITCHBOARD
+    teardown = (ROOT / "playbooks" / "teardown.yml").read_text()
+    assert f"yogurt_phone_switchboard | default('{DEFAULT_SWITCHBOARD}')" in teardown
+
+
+def test_the_test_helpers_wire_mark_is_wire_h_s():
+    from yogurt_test.frames import WIRE_MARK  # pylint: disable=import-outside-toplevel
+
+    assert WIRE_MARK == int(re.search(r"#define WIRE_MARK (0x[0-9a-f]+)", WIRE_H.read_text()).group(1), 16)
