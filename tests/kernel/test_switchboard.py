@@ -20,6 +20,7 @@ import time
 
 import pytest
 
+from ansible_collections.yogurt.phone.plugins.module_utils._netlink import read_namespace
 from yogurt_test import VENV_BIN
 from yogurt_test.ansible import module_env
 from yogurt_test.netns import RECORDS
@@ -188,19 +189,33 @@ def test_phones_move_both_ways_and_the_control_sees_the_call(sandbox, veth_objec
 
 def test_a_move_killed_half_way_is_healed(sandbox, veth_object, request):
     """SIGKILL the move at points it reaches (as test_faults does), then run again: whole phones."""
-    specs = [veth_phone(sandbox.prefix, i) for i in range(2)]
+    # Four phones: the middle milestone's window spans three phones' moves, wide enough for a
+    # poll of `ip` to land in it on a loaded machine.
+    specs = [veth_phone(sandbox.prefix, i) for i in range(4)]
     first = [e["host_ifname"] for e in specs[0]["ends"]]
-    last = specs[1]["ends"][1]["host_ifname"]
+    last = specs[-1]["ends"][1]["host_ifname"]
+
+    def first_moved_last_not():
+        # One raw netlink dump (well under a millisecond), not `ip`: a poll that forks may miss
+        # the window on a loaded machine.
+        if not os.path.exists(f"/run/netns/{SWITCHBOARD}"):
+            return False
+        try:
+            board = set(read_namespace(SWITCHBOARD))
+        except Exception:  # pylint: disable=broad-except  # the namespace went or is half made
+            return False
+        return set(first) <= board and last not in board
+
     milestones = [
         (SWITCHBOARD, "the first host side left the host's namespace",
          lambda: first[0] not in devices(sandbox.name)),
-        (SWITCHBOARD, "the switchboard holds the first phone's host sides, not the second's",
-         lambda: os.path.exists(f"/run/netns/{SWITCHBOARD}") and set(first) <= set(devices(SWITCHBOARD))
-         and last not in devices(SWITCHBOARD)),
+        (SWITCHBOARD, "the switchboard holds the first phone's host sides, not the last phone's",
+         first_moved_last_not),
         ("", "the last host side is back in the host's namespace", lambda: last in devices(sandbox.name)),
     ]
-    converge(sandbox, specs, veth_object, "tcx", switchboard="")
     for board, label, reached in milestones:
+        # From the other layout, so that this run has a move to make.
+        converge(sandbox, specs, veth_object, "tcx", switchboard="" if board else SWITCHBOARD)
         proc = module_proc(sandbox, "phones", {"phones": specs, "veth_object": veth_object, "switchboard": board},
                            "tcx")
         deadline, killed = time.monotonic() + 60, False
