@@ -23,7 +23,9 @@ cat > "$work/empty.bpf.c" <<'C'
 SEC("tcx/ingress") int wire_in(struct __sk_buff *skb) { return TC_ACT_OK; }
 char _license[] SEC("license") = "GPL";
 C
+# shellcheck disable=SC2086 # $cflags is a list of flags, one word each
 clang $cflags -c "$here/bpf/wire_veth.bpf.c" -o "$work/wire.o"
+# shellcheck disable=SC2086
 clang $cflags -c "$work/empty.bpf.c" -o "$work/empty.o"
 mount -t bpf bpf /sys/fs/bpf
 ip link add pca type veth peer name pcb
@@ -50,5 +52,6 @@ for r in $(seq "$rounds"); do
   echo "round $r: wire_in ${w} ns, empty program ${e} ns, wire_in adds $((w - e)) ns"
   w_all="$w_all $w"; e_all="$e_all $e"
 done
+# shellcheck disable=SC2086 # $1 is a list of numbers, one word each
 med() { printf '%s\n' $1 | sort -n | awk '{v[NR]=$1} END {print v[int((NR + 1) / 2)]}'; }
 echo "median: wire_in $(med "$w_all") ns, empty $(med "$e_all") ns per run (load: $(cut -d' ' -f1 /proc/loadavg))"

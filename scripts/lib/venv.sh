@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by scripts/setup, scripts/test and scripts/ee (bash).
 
 # A venv made once from python $1 and the requirements files $2..., reused while both stay
@@ -9,7 +10,9 @@ cached_venv() {
   if [ ! -f "$dir/.complete" ]; then
     rm -rf "$dir"
     "$py" -m venv "$dir" >&2
-    "$dir/bin/pip" install -q --disable-pip-version-check $(printf -- '-r %s ' "$@") >&2
+    local reqs=() req
+    for req in "$@"; do reqs+=(-r "$req"); done
+    "$dir/bin/pip" install -q --disable-pip-version-check "${reqs[@]}" >&2
     touch "$dir/.complete"
   fi
   echo "$dir"
