@@ -217,12 +217,12 @@ def create_request(want, peer_netns_fd=None, features=None):
     data = [] if single else [("IFLA_NETKIT_PEER_INFO", {"attrs": _peer_info(want, peer_netns_fd)})]
     data.append(("IFLA_NETKIT_MODE", MODES[want["mode"]]))
     data.append(("IFLA_NETKIT_POLICY", POLICIES[want["policy"]]))
-    if not single:  # a single device refuses every peer attribute (EOPNOTSUPP)
+    # A single device refuses every peer attribute, and scrub too (EOPNOTSUPP; seen on 7.3).
+    if not single:
         data.append(("IFLA_NETKIT_PEER_POLICY", POLICIES[want["peer_policy"]]))
-    if features.get("scrub"):
+    if features.get("scrub") and not single:
         data.append(("IFLA_NETKIT_SCRUB", SCRUBS[want["scrub"]]))
-        if not single:
-            data.append(("IFLA_NETKIT_PEER_SCRUB", SCRUBS[want["peer_scrub"]]))
+        data.append(("IFLA_NETKIT_PEER_SCRUB", SCRUBS[want["peer_scrub"]]))
     if want["headroom"] is not None:
         data.append(("IFLA_NETKIT_HEADROOM", want["headroom"]))
     if want["tailroom"] is not None:
@@ -444,7 +444,8 @@ def _probe():
 
 def _features_of(pair):
     """What a kernel supports, read off an existing pair (no probe needed)."""
-    return {"netkit": True, "scrub": pair["scrub"] is not None,
+    # A single device reports no scrub setting; a kernel that makes one (7.1) has scrub (6.13).
+    return {"netkit": True, "scrub": pair["scrub"] is not None or pair["pairing"] == "single",
             "headroom": pair["headroom"] is not None, "tailroom": pair["tailroom"] is not None,
             "pairing": pair["pairing"] is not None,
             "kernel": kernel_release(), "detail": f"read off the existing pair {pair['host_ifname']}"}
@@ -492,7 +493,10 @@ def _pairing_problems(spec, want):
     if want["policy"] != "forward":
         problems.append(f"policy: a single netkit device (pairing: single) takes only policy forward (the kernel "
                         f"refuses {want['policy']!r} there): set policy: forward, or use pairing: pair")
-    want.update(peer_ifname=None, peer_policy=None, peer_scrub=None)
+    if want["scrub"] != "default":
+        problems.append(f"scrub: a single netkit device (pairing: single) takes no scrub setting (the kernel refuses "
+                        f"it and reports none): leave scrub at 'default', or use pairing: pair")
+    want.update(peer_ifname=None, peer_policy=None, scrub=None, peer_scrub=None)
     return problems
 
 
@@ -593,7 +597,7 @@ def _predict_created(want, features):
                  headroom=want["headroom"], tailroom=want["tailroom"], mtu=want["mtu"],
                  peer_mtu=None if single else want["mtu"], up=False, peer_up=None if single else False,
                  host_addr_gen_mode="(kernel default)")
-    if features.get("scrub"):
+    if features.get("scrub") and not single:
         after.update(scrub=want["scrub"], peer_scrub=want["peer_scrub"])
     if features.get("pairing"):
         after.update(pairing=want["pairing"])
@@ -810,9 +814,9 @@ def _create_pair(want, pair, before, reasons, features, check_mode, actions):
 
 def _create_text(want, features):
     host = want["host_ifname"]
-    scrub = f", scrub {want['scrub']}" if features["scrub"] else ""
     if want["pairing"] == "single":
-        return f"create single netkit device {host} (no peer; mode {want['mode']}, policy {want['policy']}{scrub})"
+        return f"create single netkit device {host} (no peer; mode {want['mode']}, policy {want['policy']})"
+    scrub = f", scrub {want['scrub']}" if features["scrub"] else ""
     where = f" in netns {want['peer_netns']}" if want["peer_netns"] else ""
     return (f"create netkit pair {host} / {want['peer_ifname']}{where} (mode {want['mode']}, "
             f"policy {want['policy']}, peer_policy {want['peer_policy']}"

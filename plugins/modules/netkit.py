@@ -47,8 +47,9 @@ options:
       - V(single) needs Linux >= 7.1 and fails early on older kernels. There a pair is what every
         netkit device is, so V(pair) works on every kernel with netkit.
       - A single device takes no peer options (O(peer_ifname), O(peer_netns), O(peer_policy),
-        O(peer_scrub), O(peer_addresses)), only O(policy=forward), and no BPF links: the kernel refuses
-        netkit program attachment on it. Phones therefore always use pairs.
+        O(peer_scrub), O(peer_addresses)), no O(scrub) other than V(default), only O(policy=forward),
+        and no BPF links: the kernel refuses netkit program attachment on it. Phones therefore always
+        use pairs.
       - Fixed at creation.
     type: str
     choices: [pair, single]

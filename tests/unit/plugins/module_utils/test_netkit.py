@@ -107,10 +107,10 @@ def test_create_request_leaves_out_what_the_kernel_does_not_know():
 
 
 def test_single_device_request_has_no_peer_attribute():
-    # The kernel refuses a single device with peer info, peer policy or peer scrub (EOPNOTSUPP).
+    # The kernel refuses a single device with peer info, peer policy, scrub or peer scrub (EOPNOTSUPP).
     message = compile_link("add", nk.create_request(nk.normalize_spec({"host_ifname": "nk-one", "pairing": "single"})))
     data = raw_info_data(message)
-    assert [kind for kind, _value in data] == [5, 3, 6, 10]
+    assert [kind for kind, _value in data] == [5, 3, 10]
     assert dict(data)[3] == struct.pack("I", 0)   # POLICY forward (NETKIT_PASS), the only one taken
     assert dict(data)[10] == struct.pack("I", 1)  # PAIRING single (NETKIT_DEVICE_SINGLE)
 
@@ -164,8 +164,8 @@ def test_defaults():
 
 def test_single_device_defaults_to_forward_and_no_peer():
     w = nk.normalize_spec({"host_ifname": "nk-one", "pairing": "single"})
-    assert (w["policy"], w["peer_policy"], w["peer_scrub"], w["peer_ifname"], w["peer_netns"]) == \
-        ("forward", None, None, None, None)
+    assert (w["policy"], w["peer_policy"], w["scrub"], w["peer_scrub"], w["peer_ifname"], w["peer_netns"]) == \
+        ("forward", None, None, None, None, None)
     assert w["peer_addresses"] == [] and w["mtu"] is None and w["headroom"] is None
 
 
@@ -199,6 +199,8 @@ def test_addresses_are_normalized_and_sorted():
      "peer_addresses: a single netkit device"),
     ({"pairing": "single", "peer_ifname": None, "peer_netns": None, "policy": "blackhole"},
      "policy: a single netkit device (pairing: single) takes only policy forward"),
+    ({"pairing": "single", "peer_ifname": None, "peer_netns": None, "scrub": "none"},
+     "scrub: a single netkit device (pairing: single) takes no scrub setting"),
 ])
 def test_invalid_specs_name_the_field(overrides, words):
     with pytest.raises(nk.NetkitError) as err:
@@ -287,7 +289,7 @@ FEATURES_612 = dict(FEATURES_71, kernel="6.12.57", headroom=False, tailroom=Fals
 def single_device(**overrides):
     """A single device as read_pair() reads it on 7.1: no peer, no peer attributes."""
     return existing(peer_ifindex=0, peer_netnsid=None, peer_netns=None, peer_ifname=None, policy="forward",
-                    peer_policy=None, peer_scrub=None, headroom=0, tailroom=0, pairing="single",
+                    peer_policy=None, scrub=None, peer_scrub=None, headroom=0, tailroom=0, pairing="single",
                     peer_mtu=None, peer_up=None, peer_addresses=[], **overrides)
 
 
@@ -316,7 +318,7 @@ def test_single_device_create_is_predicted_in_check_mode(monkeypatch):
     monkeypatch.setattr(nk, "probe_netkit", lambda: dict(FEATURES_71))
     out = nk.converge_netkit(dict(SINGLE, mtu=1400), check_mode=True)
     assert out["changed"]
-    assert out["actions"] == ["create single netkit device nk-one (no peer; mode l3, policy forward, scrub default)",
+    assert out["actions"] == ["create single netkit device nk-one (no peer; mode l3, policy forward)",
                               "set IPv6 addr_gen_mode none on nk-one (was (kernel default))",
                               "set nk-one up"]
     after = out["after"]
@@ -329,7 +331,7 @@ def test_single_device_is_idempotent(monkeypatch):
     monkeypatch.setattr(nk, "read_pair", lambda *a, **k: single_device())
     out = nk.converge_netkit(SINGLE, check_mode=True)
     assert out["changed"] is False and out["actions"] == [] and out["before"] == out["after"]
-    assert out["features"]["pairing"] is True
+    assert out["features"]["pairing"] is True and out["features"]["scrub"] is True
 
 
 def test_pairing_change_is_refused_without_recreate(monkeypatch):
