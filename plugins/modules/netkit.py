@@ -262,11 +262,11 @@ netkit:
       type: str
       sample: blackhole
     scrub:
-      description: Scrub setting of the primary; V(null) on kernels without scrub support.
+      description: Scrub setting of the primary; V(null) on kernels without scrub support and on a single device.
       type: str
       sample: default
     peer_scrub:
-      description: Scrub setting of the peer; V(null) on kernels without scrub support.
+      description: Scrub setting of the peer; V(null) on kernels without scrub support and on a single device.
       type: str
       sample: default
     headroom:
