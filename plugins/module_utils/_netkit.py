@@ -494,8 +494,8 @@ def _pairing_problems(spec, want):
         problems.append(f"policy: a single netkit device (pairing: single) takes only policy forward (the kernel "
                         f"refuses {want['policy']!r} there): set policy: forward, or use pairing: pair")
     if want["scrub"] != "default":
-        problems.append(f"scrub: a single netkit device (pairing: single) takes no scrub setting (the kernel refuses "
-                        f"it and reports none): leave scrub at 'default', or use pairing: pair")
+        problems.append("scrub: a single netkit device (pairing: single) takes no scrub setting (the kernel refuses "
+                        "it and reports none): leave scrub at 'default', or use pairing: pair")
     want.update(peer_ifname=None, peer_policy=None, scrub=None, peer_scrub=None)
     return problems
 

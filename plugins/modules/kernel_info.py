@@ -82,7 +82,7 @@ kernel:
       description:
         - C(scrub), C(headroom), C(tailroom) and C(pairing), whether the kernel knows each netkit setting.
         - C(pairing) (C(IFLA_NETKIT_PAIRING), Linux >= 7.1) means the kernel can make a single netkit
-          device, without a peer (O(yogurt.phone.netkit#module:netkit:pairing=single)).
+          device, without a peer (O(yogurt.phone.netkit#module:pairing=single)).
       type: dict
       returned: when the netkit device probe ran
       sample: {"scrub": true, "headroom": false, "tailroom": false, "pairing": false}

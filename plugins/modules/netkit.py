@@ -48,7 +48,7 @@ options:
         netkit device is, so V(pair) works on every kernel with netkit.
       - A single device takes no peer options (O(peer_ifname), O(peer_netns), O(peer_policy),
         O(peer_scrub), O(peer_addresses)), no O(scrub) other than V(default), only O(policy=forward),
-        and no BPF links: the kernel refuses netkit program attachment on it. Phones therefore always
+        and no BPF links (the kernel refuses netkit program attachment on it). Phones therefore always
         use pairs.
       - Fixed at creation.
     type: str
