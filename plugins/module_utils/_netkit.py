@@ -63,19 +63,26 @@ KIND = "netkit"
 MODES = {"l2": 0, "l3": 1}                   # NETKIT_L2, NETKIT_L3
 POLICIES = {"forward": 0, "blackhole": 2}    # NETKIT_PASS, NETKIT_DROP
 SCRUBS = {"none": 0, "default": 1}           # NETKIT_SCRUB_NONE, NETKIT_SCRUB_DEFAULT
+PAIRINGS = {"pair": 0, "single": 1}          # NETKIT_DEVICE_PAIR, NETKIT_DEVICE_SINGLE (Linux >= 7.1)
 
 # What needs which kernel; named in the errors a user sees.
 NETKIT_NEEDS = "Linux >= 6.7 with CONFIG_NETKIT=y"
 SCRUB_NEEDS = "Linux >= 6.13 (or a kernel with the netkit scrub backport, such as Debian's 6.12)"
 ROOM_NEEDS = "Linux >= 6.14"
+PAIRING_NEEDS = "Linux >= 7.1"
 
 # Attributes the kernel fixes at creation ("... cannot be changed after device creation").
-RECREATE_ATTRIBUTES = ("peer_ifname", "peer_netns", "mode", "scrub", "peer_scrub", "headroom", "tailroom")
+RECREATE_ATTRIBUTES = ("pairing", "peer_ifname", "peer_netns", "mode", "scrub", "peer_scrub", "headroom",
+                       "tailroom")
+# What a single device (pairing single) cannot have: it has no peer.
+PEER_ONLY = ("peer_ifname", "peer_netns", "peer_policy", "peer_scrub")
 
 DEFAULTS = {
+    "pairing": "pair",
     "peer_netns": None,
     "mode": "l3",
-    "policy": "blackhole",
+    # None: blackhole on a pair; forward on a single device, the only policy the kernel takes there.
+    "policy": None,
     "peer_policy": "blackhole",
     "scrub": "default",
     "peer_scrub": "default",
@@ -142,6 +149,7 @@ def netkit_kind_classes():
                     ("IFLA_NETKIT_PEER_SCRUB", "uint32"),
                     ("IFLA_NETKIT_HEADROOM", "uint16"),
                     ("IFLA_NETKIT_TAILROOM", "uint16"),
+                    ("IFLA_NETKIT_PAIRING", "uint32"),
                 )
 
                 @staticmethod
@@ -204,29 +212,38 @@ def create_request(want, peer_netns_fd=None, features=None):
     `features` is the probe's finding; attributes the kernel does not know are left out
     (their default values need no attribute), so the same request works on 6.7 .. 6.14+.
     """
-    features = features or {"scrub": True, "headroom": True, "tailroom": True}
-    peer = [("IFLA_IFNAME", want["peer_ifname"])]
-    if want["mtu"] is not None:
-        peer.append(("IFLA_MTU", want["mtu"]))
-    if peer_netns_fd is not None:
-        peer.append(("IFLA_NET_NS_FD", peer_netns_fd))
-    data = [
-        ("IFLA_NETKIT_PEER_INFO", {"attrs": peer}),
-        ("IFLA_NETKIT_MODE", MODES[want["mode"]]),
-        ("IFLA_NETKIT_POLICY", POLICIES[want["policy"]]),
-        ("IFLA_NETKIT_PEER_POLICY", POLICIES[want["peer_policy"]]),
-    ]
-    if features.get("scrub"):
+    features = features or {"scrub": True, "headroom": True, "tailroom": True, "pairing": True}
+    single = want["pairing"] == "single"
+    data = [] if single else [("IFLA_NETKIT_PEER_INFO", {"attrs": _peer_info(want, peer_netns_fd)})]
+    data.append(("IFLA_NETKIT_MODE", MODES[want["mode"]]))
+    data.append(("IFLA_NETKIT_POLICY", POLICIES[want["policy"]]))
+    # A single device refuses every peer attribute, and scrub too (EOPNOTSUPP; seen on 7.3).
+    if not single:
+        data.append(("IFLA_NETKIT_PEER_POLICY", POLICIES[want["peer_policy"]]))
+    if features.get("scrub") and not single:
         data.append(("IFLA_NETKIT_SCRUB", SCRUBS[want["scrub"]]))
         data.append(("IFLA_NETKIT_PEER_SCRUB", SCRUBS[want["peer_scrub"]]))
     if want["headroom"] is not None:
         data.append(("IFLA_NETKIT_HEADROOM", want["headroom"]))
     if want["tailroom"] is not None:
         data.append(("IFLA_NETKIT_TAILROOM", want["tailroom"]))
+    # An older kernel ignores the attribute and makes a pair, which is what 'pair' asks;
+    # require_features() refuses 'single' there before anything is sent.
+    if features.get("pairing"):
+        data.append(("IFLA_NETKIT_PAIRING", PAIRINGS[want["pairing"]]))
     request = {"ifname": want["host_ifname"], "IFLA_LINKINFO": linkinfo(data)}
     if want["mtu"] is not None:
         request["mtu"] = want["mtu"]
     return request
+
+
+def _peer_info(want, peer_netns_fd):
+    peer = [("IFLA_IFNAME", want["peer_ifname"])]
+    if want["mtu"] is not None:
+        peer.append(("IFLA_MTU", want["mtu"]))
+    if peer_netns_fd is not None:
+        peer.append(("IFLA_NET_NS_FD", peer_netns_fd))
+    return peer
 
 
 def policy_request(index, policy=None, peer_policy=None):
@@ -267,6 +284,7 @@ def decode_netkit_data(kind, data):
         "peer_scrub": _name_of(SCRUBS, netkit("IFLA_NETKIT_PEER_SCRUB")),
         "headroom": netkit("IFLA_NETKIT_HEADROOM"),
         "tailroom": netkit("IFLA_NETKIT_TAILROOM"),
+        "pairing": _name_of(PAIRINGS, netkit("IFLA_NETKIT_PAIRING")),
     }
 
 
@@ -327,6 +345,7 @@ def read_pair(host_ifname, peer_netns_hint=None):
             "peer_scrub": host["peer_scrub"],
             "headroom": host["headroom"],
             "tailroom": host["tailroom"],
+            "pairing": host["pairing"],
             "mtu": host["mtu"],
             "up": host["up"],
             "host_addresses": read_addresses(ipr, host["index"]),
@@ -364,9 +383,10 @@ _probe_lock = threading.Lock()
 def probe_netkit(refresh=False):
     """What the running kernel supports, found by trying it (Cilium style).
 
-    Creates a netkit pair with scrub none and a 64-byte headroom/tailroom in a throwaway
-    namespace, reads it back and removes the namespace (and the pair with it). Returns
-    {kernel, netkit, scrub, headroom, tailroom, detail}; cached for the process.
+    Creates a netkit pair with scrub none, a 64-byte headroom/tailroom and pairing pair
+    (IFLA_NETKIT_PAIRING) in a throwaway namespace, reads it back and removes the namespace
+    (and the pair with it). Returns {kernel, netkit, scrub, headroom, tailroom, pairing,
+    detail}; cached for the process.
     """
     global _probe_cache
     with _probe_lock:
@@ -378,7 +398,7 @@ def probe_netkit(refresh=False):
 def _probe():
     _require_pyroute2()
     facts = {"kernel": kernel_release(), "netkit": False, "scrub": False, "headroom": False,
-             "tailroom": False, "detail": ""}
+             "tailroom": False, "pairing": False, "detail": ""}
     scratch = f"ygnk-probe-{uuid.uuid4().hex[:10]}"
     want = dict(DEFAULTS, host_ifname="probe-host", peer_ifname="probe-peer",
                 policy="forward", peer_policy="forward", scrub="none", peer_scrub="none",
@@ -415,6 +435,7 @@ def _probe():
             facts["scrub"] = got["scrub"] == "none" and got["peer_scrub"] == "none"
             facts["headroom"] = got["headroom"] == 64
             facts["tailroom"] = got["tailroom"] == 64
+            facts["pairing"] = got["pairing"] == "pair"
             facts["detail"] = "netkit pair created and read back in a scratch namespace"
     finally:
         delete_netns(scratch)
@@ -423,8 +444,10 @@ def _probe():
 
 def _features_of(pair):
     """What a kernel supports, read off an existing pair (no probe needed)."""
-    return {"netkit": True, "scrub": pair["scrub"] is not None,
+    # A single device reports no scrub setting; a kernel that makes one (7.1) has scrub (6.13).
+    return {"netkit": True, "scrub": pair["scrub"] is not None or pair["pairing"] == "single",
             "headroom": pair["headroom"] is not None, "tailroom": pair["tailroom"] is not None,
+            "pairing": pair["pairing"] is not None,
             "kernel": kernel_release(), "detail": f"read off the existing pair {pair['host_ifname']}"}
 
 
@@ -447,11 +470,35 @@ def require_features(want, features):
                 f"(Linux {release} does not report IFLA_NETKIT_{room.upper()} for netkit devices, so it would "
                 f"ignore the setting): "
                 f"leave {room} unset, or use {ROOM_NEEDS}")
+    if want["pairing"] == "single" and not features.get("pairing"):
+        raise NetkitUnavailable(
+            f"netkit pair {want['host_ifname']}: pairing: single is not supported by this kernel "
+            f"(Linux {release} does not report IFLA_NETKIT_PAIRING for netkit devices, so it would make a pair "
+            f"instead): leave pairing at 'pair', or use {PAIRING_NEEDS}")
 
 
 # ---------------------------------------------------------------------------------------
 # Validation
 # ---------------------------------------------------------------------------------------
+
+def _pairing_problems(spec, want):
+    """Fill in what depends on the pairing (policy; no peer attributes on a single device) and
+    list what a single device cannot have."""
+    if want["pairing"] != "single":
+        want["policy"] = want["policy"] or "blackhole"
+        return [] if want["pairing"] in PAIRINGS else [f"pairing: {want['pairing']!r} is not one of pair, single"]
+    problems = [f"{field}: a single netkit device (pairing: single) has no peer: leave {field} unset, "
+                f"or use pairing: pair" for field in PEER_ONLY + ("peer_addresses",) if spec.get(field)]
+    want["policy"] = want["policy"] or "forward"
+    if want["policy"] != "forward":
+        problems.append(f"policy: a single netkit device (pairing: single) takes only policy forward (the kernel "
+                        f"refuses {want['policy']!r} there): set policy: forward, or use pairing: pair")
+    if want["scrub"] != "default":
+        problems.append("scrub: a single netkit device (pairing: single) takes no scrub setting (the kernel refuses "
+                        "it and reports none): leave scrub at 'default', or use pairing: pair")
+    want.update(peer_ifname=None, peer_policy=None, scrub=None, peer_scrub=None)
+    return problems
+
 
 def normalize_spec(spec):
     """`spec` with defaults filled in and addresses normalized; NetkitError lists every problem."""
@@ -459,9 +506,11 @@ def normalize_spec(spec):
     want.update({k: v for k, v in spec.items() if v is not None})
     if spec.get("peer_addresses") is None:
         want["peer_addresses"] = []
-    problems = []
-    for field in ("host_ifname", "peer_ifname"):
+    problems = _pairing_problems(spec, want)
+    for field in ("host_ifname",) if want["pairing"] == "single" else ("host_ifname", "peer_ifname"):
         reason = ifname_problem(want.get(field))
+        if field == "peer_ifname" and want.get(field) is None:
+            reason = "a pair needs its peer's name (required with state: present, unless pairing: single)"
         if reason:
             problems.append(f"{field}: {reason}")
     if want["peer_netns"] is not None:
@@ -473,7 +522,7 @@ def normalize_spec(spec):
                         "choose another name or set peer_netns")
     for field, table in (("mode", MODES), ("policy", POLICIES), ("peer_policy", POLICIES),
                          ("scrub", SCRUBS), ("peer_scrub", SCRUBS)):
-        if want[field] not in table:
+        if want[field] is not None and want[field] not in table:  # None: the peer of a single device
             problems.append(f"{field}: '{want[field]}' is not one of {', '.join(table)}")
     for field, low, high in (("headroom", 0, 65535), ("tailroom", 0, 65535), ("mtu", 68, 65535)):
         value = want[field]
@@ -506,7 +555,7 @@ def normalize_spec(spec):
 # Converging
 # ---------------------------------------------------------------------------------------
 
-COMPARED = ("state", "peer_ifname", "peer_netns", "mode", "policy", "peer_policy", "scrub", "peer_scrub",
+COMPARED = ("state", "pairing", "peer_ifname", "peer_netns", "mode", "policy", "peer_policy", "scrub", "peer_scrub",
             "headroom", "tailroom", "mtu", "peer_mtu", "up", "peer_up", "peer_addresses", "host_addresses",
             "host_addr_gen_mode")
 
@@ -534,18 +583,24 @@ def _recreate_reasons(before, want):
             continue
         if key in ("scrub", "peer_scrub") and before[key] is None and wanted == "default":
             continue  # kernel without scrub support behaves as 'default'
+        if key == "pairing" and before[key] is None and wanted == "pair":
+            continue  # kernel before 7.1: every netkit device is a pair
         if before[key] != wanted:
             reasons.append((key, before[key], wanted))
     return reasons
 
 
 def _predict_created(want, features):
+    single = want["pairing"] == "single"
     after = dict(_absent_state(), state="present", peer_ifname=want["peer_ifname"], peer_netns=want["peer_netns"],
                  mode=want["mode"], policy=want["policy"], peer_policy=want["peer_policy"],
-                 headroom=want["headroom"], tailroom=want["tailroom"], mtu=want["mtu"], peer_mtu=want["mtu"],
-                 up=False, peer_up=False, host_addr_gen_mode="(kernel default)")
-    if features.get("scrub"):
+                 headroom=want["headroom"], tailroom=want["tailroom"], mtu=want["mtu"],
+                 peer_mtu=None if single else want["mtu"], up=False, peer_up=None if single else False,
+                 host_addr_gen_mode="(kernel default)")
+    if features.get("scrub") and not single:
         after.update(scrub=want["scrub"], peer_scrub=want["peer_scrub"])
+    if features.get("pairing"):
+        after.update(pairing=want["pairing"])
     return after
 
 
@@ -562,7 +617,8 @@ def _plan_in_place(current, want):
         steps.append((f"remove host-side address {cidr} from {want['host_ifname']}", "host_addr_del", cidr))
     if want["mtu"] is not None and current["mtu"] != want["mtu"]:
         steps.append((f"set mtu {want['mtu']} on {want['host_ifname']} (was {current['mtu']})", "mtu", None))
-    if want["mtu"] is not None and current["peer_mtu"] != want["mtu"]:
+    single = want["pairing"] == "single"  # no peer: nothing to change on one
+    if want["mtu"] is not None and not single and current["peer_mtu"] != want["mtu"]:
         steps.append((f"set mtu {want['mtu']} on {want['peer_ifname']} (was {current['peer_mtu']})",
                       "peer_mtu", None))
     for cidr in current["peer_addresses"]:
@@ -572,7 +628,7 @@ def _plan_in_place(current, want):
         if cidr not in current["peer_addresses"]:
             steps.append((f"add address {cidr} to {want['peer_ifname']}", "peer_addr_add", cidr))
     state = "up" if want["up"] else "down"
-    if current["peer_up"] != want["up"]:
+    if not single and current["peer_up"] != want["up"]:
         steps.append((f"set {want['peer_ifname']} {state}", "peer_up", None))
     if current["up"] != want["up"]:
         steps.append((f"set {want['host_ifname']} {state}", "up", None))
@@ -587,6 +643,8 @@ def _predict_in_place(current, want):
                  peer_addresses=list(want["peer_addresses"]), up=want["up"], peer_up=want["up"])
     if want["mtu"] is not None:
         after.update(mtu=want["mtu"], peer_mtu=want["mtu"])
+    if want["pairing"] == "single":
+        after.update(peer_up=None, peer_mtu=None)
     return after
 
 
@@ -728,13 +786,10 @@ def _create_pair(want, pair, before, reasons, features, check_mode, actions):
     if reasons:
         actions.append(f"delete pair {host} to recreate it ("
                        + ", ".join(f"{k} {o} -> {n}" for k, o, n in reasons) + ")")
-    where = f" in netns {want['peer_netns']}" if want["peer_netns"] else ""
-    actions.append(f"create netkit pair {host} / {want['peer_ifname']}{where} (mode {want['mode']}, "
-                   f"policy {want['policy']}, peer_policy {want['peer_policy']}"
-                   + (f", scrub {want['scrub']}, peer_scrub {want['peer_scrub']}" if features["scrub"] else "")
-                   + ")")
+    actions.append(_create_text(want, features))
     # The peer's name must be free where the peer goes (unless it is the old peer's name there).
-    moves = pair is None or (before["peer_netns"], before["peer_ifname"]) != (want["peer_netns"], want["peer_ifname"])
+    moves = want["pairing"] == "pair" and (
+        pair is None or (before["peer_netns"], before["peer_ifname"]) != (want["peer_netns"], want["peer_ifname"]))
     netns_missing = want["peer_netns"] and not netns_exists(want["peer_netns"])
     if check_mode:
         if netns_missing:
@@ -755,6 +810,17 @@ def _create_pair(want, pair, before, reasons, features, check_mode, actions):
     if created is None:
         raise NetkitError(f"netkit pair {host}: created, but it is not there when read back")
     return created, None
+
+
+def _create_text(want, features):
+    host = want["host_ifname"]
+    if want["pairing"] == "single":
+        return f"create single netkit device {host} (no peer; mode {want['mode']}, policy {want['policy']})"
+    scrub = f", scrub {want['scrub']}" if features["scrub"] else ""
+    where = f" in netns {want['peer_netns']}" if want["peer_netns"] else ""
+    return (f"create netkit pair {host} / {want['peer_ifname']}{where} (mode {want['mode']}, "
+            f"policy {want['policy']}, peer_policy {want['peer_policy']}"
+            + (f"{scrub}, peer_scrub {want['peer_scrub']}" if features["scrub"] else "") + ")")
 
 
 def _step(host, description, func, *args, **kwargs):
@@ -795,7 +861,8 @@ def remove_netkit(host_ifname, check_mode):
         before = comparable(pair)
         actions = []
         if pair is not None:
-            actions.append(f"delete netkit pair {host_ifname} / {pair['peer_ifname']}")
+            actions.append(f"delete netkit pair {host_ifname} / {pair['peer_ifname']}" if pair["peer_ifname"]
+                           else f"delete netkit device {host_ifname}")
             if not check_mode:
                 _delete(host_ifname)
     except pyroute2_dep.NetlinkError as exc:

@@ -425,6 +425,9 @@ class HostConverger:
             return res
         res = converge_netkit({
             # converge_netkit takes the netkit module's options, which name the cont side the peer.
+            # Always a pair: a single device (pairing single, Linux >= 7.1) takes no BPF links,
+            # and the wire attaches both of its programs through the host side of a pair.
+            "pairing": "pair",
             "host_ifname": host_ifname, "peer_ifname": spec["cont_ifname"], "peer_netns": spec["netns"],
             "mode": spec["mode"], "mtu": spec["mtu"], "peer_addresses": spec["addresses"], "up": True,
             "keep_host_addresses": spec["host_addresses"] == "report",

@@ -9,7 +9,7 @@ network namespace that is deleted afterwards.
 probe_kernel() is the one set of kernel facts (the `kernel` result of kernel_info, phones
 and phone_info); tcx_errno() is the one tcx probe (the wire asks it in attach: auto).
 Attach results are cached for the process: the kernel does not change under a module run.
-The netkit DEVICE probe (can a pair be created, scrub, headroom) is _netkit.probe_netkit().
+The netkit DEVICE probe (can a pair be created, scrub, headroom, pairing) is _netkit.probe_netkit().
 
 PRIVATE to the yogurt.phone collection (like community.crypto's module_utils): no public API,
 names may change in any release.
@@ -93,7 +93,7 @@ def _netkit_facts(facts):
         return
     facts["netkit"] = bool(found.get("netkit"))
     facts["netkit_reason"] = found.get("detail", "")
-    facts["netkit_features"] = {k: found.get(k) for k in ("scrub", "headroom", "tailroom")}
+    facts["netkit_features"] = {k: found.get(k) for k in ("scrub", "headroom", "tailroom", "pairing")}
 
 
 def probe_kernel():

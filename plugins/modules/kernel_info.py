@@ -48,7 +48,7 @@ kernel:
            "netkit_attach": false, "netkit": false, "tcx_reason": "tcx attach works",
            "netkit_attach_reason": "netkit attach refused (Invalid argument): needs Linux >= 6.7 built with CONFIG_NETKIT",
            "netkit_reason": "creating a netkit device failed: Unknown device type",
-           "netkit_features": {"scrub": false, "headroom": false, "tailroom": false}}
+           "netkit_features": {"scrub": false, "headroom": false, "tailroom": false, "pairing": false}}
   contains:
     kernel:
       description: The running kernel's release.
@@ -79,10 +79,13 @@ kernel:
       type: str
       sample: "netkit attach refused (Invalid argument): needs Linux >= 6.7 built with CONFIG_NETKIT"
     netkit_features:
-      description: C(scrub), C(headroom) and C(tailroom), whether the kernel knows each netkit setting.
+      description:
+        - C(scrub), C(headroom), C(tailroom) and C(pairing), whether the kernel knows each netkit setting.
+        - C(pairing) (C(IFLA_NETKIT_PAIRING), Linux >= 7.1) means the kernel can make a single netkit
+          device, without a peer (O(yogurt.phone.netkit#module:pairing=single)).
       type: dict
       returned: when the netkit device probe ran
-      sample: {"scrub": true, "headroom": false, "tailroom": false}
+      sample: {"scrub": true, "headroom": false, "tailroom": false, "pairing": false}
     netkit:
       description: Whether netkit devices can be created.
       type: bool

@@ -18,11 +18,12 @@ description:
     (C(addr_gen_mode none)) and any address found on it is removed and reported as a
     warning.
   - Attributes the kernel can change on a live pair (policies, MTU, peer addresses, up or
-    down) are changed in place. Attributes it fixes at creation (mode, scrub, headroom,
+    down) are changed in place. Attributes it fixes at creation (pairing, mode, scrub, headroom,
     tailroom, peer name, peer namespace) are only changed with O(recreate=true), which
     deletes and recreates the pair.
+  - On Linux >= 7.1, O(pairing=single) makes one netkit device without a peer instead of a pair.
   - What the kernel supports is found by trying it on a scratch pair in a scratch namespace
-    (removed again), so a kernel without netkit, or without scrub or headroom support,
+    (removed again), so a kernel without netkit, or without scrub, headroom or pairing support,
     fails with a message that names the kernel and what is needed.
 author:
   - yogurt.phone developers (@yogurt-phone)
@@ -39,9 +40,25 @@ options:
       - A device of this name that is not a netkit primary is never touched; the module fails.
     type: str
     required: true
+  pairing:
+    description:
+      - V(pair) makes a netkit pair (a primary and its peer); V(single) makes one netkit device
+        with no peer (C(IFLA_NETKIT_PAIRING), C(NETKIT_DEVICE_SINGLE)).
+      - V(single) needs Linux >= 7.1 and fails early on older kernels. There a pair is what every
+        netkit device is, so V(pair) works on every kernel with netkit.
+      - A single device takes no peer options (O(peer_ifname), O(peer_netns), O(peer_policy),
+        O(peer_scrub), O(peer_addresses)), no O(scrub) other than V(default), only O(policy=forward),
+        and no BPF links (the kernel refuses netkit program attachment on it). Phones therefore always
+        use pairs.
+      - Fixed at creation.
+    type: str
+    choices: [pair, single]
+    default: pair
+    version_added: 2.0.0
   peer_ifname:
     description:
-      - Name of the peer device. Required with O(state=present).
+      - Name of the peer device. Required with O(state=present) for a pair; not allowed with
+        O(pairing=single).
       - Changing it on an existing pair needs O(recreate=true).
     type: str
   peer_netns:
@@ -63,15 +80,16 @@ options:
       - What the primary device does with a packet when no BPF program is attached, or when
         the attached programs return C(NETKIT_NEXT).
       - V(blackhole) drops it (fail closed, the collection's datapath); V(forward) passes it.
+      - Omitted, V(blackhole) on a pair and V(forward) on a single device, the only policy the
+        kernel accepts there.
     type: str
     choices: [forward, blackhole]
-    default: blackhole
   peer_policy:
     description:
-      - The same as O(policy), for the peer device.
+      - The same as O(policy), for the peer device. Omitted, V(blackhole).
+      - Not allowed with O(pairing=single).
     type: str
     choices: [forward, blackhole]
-    default: blackhole
   scrub:
     description:
       - V(default) clears C(skb->mark) and C(skb->priority) before the primary's program
@@ -83,10 +101,10 @@ options:
     default: default
   peer_scrub:
     description:
-      - The same as O(scrub), for the peer device.
+      - The same as O(scrub), for the peer device. Omitted, V(default).
+      - Not allowed with O(pairing=single).
     type: str
     choices: [none, default]
-    default: default
   headroom:
     description:
       - Bytes of headroom both devices reserve (C(needed_headroom)). Omitted, the kernel's default.
@@ -182,6 +200,11 @@ EXAMPLES = r"""
     policy: forward
     peer_policy: forward
 
+- name: One netkit device without a peer (Linux >= 7.1; takes no BPF links)
+  yogurt.phone.netkit:
+    host_ifname: nk-single
+    pairing: single
+
 - name: Remove the pair
   yogurt.phone.netkit:
     host_ifname: yg1-host
@@ -204,12 +227,18 @@ netkit:
       description: Name of the host side (primary) device.
       type: str
       sample: yg1-host
+    pairing:
+      description: V(pair) or V(single); V(null) on kernels that do not report it (before Linux 7.1,
+        where every netkit device is a pair).
+      type: str
+      sample: pair
+      version_added: 2.0.0
     host_ifindex:
       description: Interface index of the host side. In check mode, returned only for a pair that exists and is kept.
       type: int
       sample: 7
     peer_ifname:
-      description: Name of the peer device.
+      description: Name of the peer device; V(null) for a single device.
       type: str
       sample: yg1-cont
     peer_ifindex:
@@ -233,11 +262,11 @@ netkit:
       type: str
       sample: blackhole
     scrub:
-      description: Scrub setting of the primary; V(null) on kernels without scrub support.
+      description: Scrub setting of the primary; V(null) on kernels without scrub support and on a single device.
       type: str
       sample: default
     peer_scrub:
-      description: Scrub setting of the peer; V(null) on kernels without scrub support.
+      description: Scrub setting of the peer; V(null) on kernels without scrub support and on a single device.
       type: str
       sample: default
     headroom:
@@ -312,6 +341,11 @@ features:
       description: Whether the kernel knows the tailroom setting.
       type: bool
       sample: false
+    pairing:
+      description: Whether the kernel knows the pairing setting (single devices, Linux >= 7.1).
+      type: bool
+      sample: false
+      version_added: 2.0.0
     detail:
       description: How this was found out.
       type: str
@@ -324,7 +358,7 @@ from ansible_collections.yogurt.phone.plugins.module_utils._diff import Differen
 from ansible_collections.yogurt.phone.plugins.module_utils._netkit import NetkitError, converge_netkit, remove_netkit
 from ansible_collections.yogurt.phone.plugins.module_utils._pyroute2_dep import assert_required_pyroute2
 
-SPEC_KEYS = ("host_ifname", "peer_ifname", "peer_netns", "mode", "policy", "peer_policy", "scrub",
+SPEC_KEYS = ("host_ifname", "pairing", "peer_ifname", "peer_netns", "mode", "policy", "peer_policy", "scrub",
              "peer_scrub", "headroom", "tailroom", "mtu", "peer_addresses", "up")
 
 
@@ -332,13 +366,14 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             host_ifname=dict(type="str", required=True),
+            pairing=dict(type="str", default="pair", choices=["pair", "single"]),
             peer_ifname=dict(type="str"),
             peer_netns=dict(type="str"),
             mode=dict(type="str", default="l3", choices=["l2", "l3"]),
-            policy=dict(type="str", default="blackhole", choices=["forward", "blackhole"]),
-            peer_policy=dict(type="str", default="blackhole", choices=["forward", "blackhole"]),
+            policy=dict(type="str", choices=["forward", "blackhole"]),
+            peer_policy=dict(type="str", choices=["forward", "blackhole"]),
             scrub=dict(type="str", default="default", choices=["none", "default"]),
-            peer_scrub=dict(type="str", default="default", choices=["none", "default"]),
+            peer_scrub=dict(type="str", choices=["none", "default"]),
             headroom=dict(type="int"),
             tailroom=dict(type="int"),
             mtu=dict(type="int"),
@@ -347,7 +382,6 @@ def main():
             state=dict(type="str", default="present", choices=["present", "absent"]),
             recreate=dict(type="bool", default=False),
         ),
-        required_if=[("state", "present", ["peer_ifname"])],
         supports_check_mode=True,
     )
     assert_required_pyroute2(module)

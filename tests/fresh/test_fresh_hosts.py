@@ -12,7 +12,8 @@ Four VMs boot side by side (qemu TCG, restrict=on, a guestfwd to the proxy):
   on fresh-stock (Debian 12's 6.1: veth with tc filters), fresh-bpo (Debian 12, backports
   6.12: netkit) and fresh-trixie (Debian 13, backports 7.x: netkit with headroom/tailroom);
   then kernels.yml: call.yml on each, each host picked the backend and attach mode its kernel
-  allows, and a netkit pair with every attribute is taken exactly where the kernel has them;
+  allows, and a netkit pair with every attribute is taken exactly where the kernel has them
+  (a single netkit device, pairing single, only on 7.x);
   the second run changes nothing and opens no apt or pip program or library (inotify in the
   VM, with a control that it sees them); site.yml --check changes nothing; on fresh-bpo only
   (bpf_toolchain_diagnose: true, so the first run installed bcc and the kernel's headers
@@ -49,14 +50,17 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 OUT = ROOT / "tests" / "output" / "fresh"
 README_COMMAND = "./scripts/setup && .venv/bin/ansible-playbook site.yml"
 # What each kernel allows: the backend `auto` must pick (as seen on the host-side device), and
-# kernels.yml's expectations (kernels_expect: attach mode, netkit, headroom/tailroom).
+# kernels.yml's expectations (kernels_expect: attach mode, netkit, headroom/tailroom, pairing).
 OVER_SSH = {
     "fresh-stock": {"kernel": "6.1.", "backend": "veth", "tc_filters": True,
-                    "kernels_expect": {"backend": "veth", "attach_mode": "tc", "netkit": False, "headroom": False}},
+                    "kernels_expect": {"backend": "veth", "attach_mode": "tc", "netkit": False, "headroom": False,
+                                       "pairing": False}},
     "fresh-bpo": {"kernel": "6.12.", "backend": "netkit", "tc_filters": False, "diagnose": True, "metrics": True,
-                  "kernels_expect": {"backend": "netkit", "attach_mode": "netkit", "netkit": True, "headroom": False}},
+                  "kernels_expect": {"backend": "netkit", "attach_mode": "netkit", "netkit": True, "headroom": False,
+                                     "pairing": False}},
     "fresh-trixie": {"kernel": "7.", "backend": "netkit", "tc_filters": False,
-                     "kernels_expect": {"backend": "netkit", "attach_mode": "netkit", "netkit": True, "headroom": True}},
+                     "kernels_expect": {"backend": "netkit", "attach_mode": "netkit", "netkit": True, "headroom": True,
+                                        "pairing": True}},
 }
 # The inventory of the over-ssh story: two phones, one of them dual-stack.
 PHONES = [
@@ -481,7 +485,8 @@ def test_each_kernel_gets_its_backend_and_every_attribute_it_has(story):
     assert kernels.rc == 0, "kernels.yml failed:\n" + "".join(kernels.output[-80:])
     for flavor in OVER_SSH:  # (the netkit pair with every attribute fails, ignored, where the kernel lacks one)
         for task in ("Each phone is on the expected backend and attach mode, and carried the call",
-                     "The attributes were taken exactly where the kernel has them"):
+                     "The attributes were taken exactly where the kernel has them",
+                     "A single device was made exactly where the kernel has pairing"):
             assert _task(kernels, flavor, task)["_status"] == "ok", (flavor, task)
 
 

@@ -71,7 +71,7 @@ def test_create_request_raw_attributes():
         want(mode="l2", policy="forward", scrub="none", headroom=64, tailroom=32, mtu=1400), peer_netns_fd=7))
     data = raw_info_data(message)
     kinds = [kind for kind, _value in data]
-    assert kinds == [1, 5, 3, 4, 6, 7, 8, 9]
+    assert kinds == [1, 5, 3, 4, 6, 7, 8, 9, 10]
     values = dict(data)
     assert values[5] == struct.pack("I", 0)       # MODE l2, u32
     assert values[3] == struct.pack("I", 0)       # POLICY forward (NETKIT_PASS)
@@ -80,6 +80,7 @@ def test_create_request_raw_attributes():
     assert values[7] == struct.pack("I", 1)       # PEER_SCRUB default
     assert values[8] == struct.pack("H", 64)      # HEADROOM, u16
     assert values[9] == struct.pack("H", 32)      # TAILROOM, u16
+    assert values[10] == struct.pack("I", 0)      # PAIRING pair (NETKIT_DEVICE_PAIR), u32
     # PEER_INFO: a whole ifinfomsg (16 bytes), then the peer's own attributes.
     peer = dict(attrs(values[1][16:]))
     assert peer[IFLA_IFNAME] == b"yg1-cont\0"
@@ -101,8 +102,29 @@ def test_create_request_decodes_with_the_registered_kind():
 
 def test_create_request_leaves_out_what_the_kernel_does_not_know():
     message = compile_link("add", nk.create_request(
-        want(), features={"scrub": False, "headroom": False, "tailroom": False}))
+        want(), features={"scrub": False, "headroom": False, "tailroom": False, "pairing": False}))
     assert [kind for kind, _value in raw_info_data(message)] == [1, 5, 3, 4]
+
+
+def test_single_device_request_has_no_peer_attribute():
+    # The kernel refuses a single device with peer info, peer policy, scrub or peer scrub (EOPNOTSUPP).
+    message = compile_link("add", nk.create_request(nk.normalize_spec({"host_ifname": "nk-one", "pairing": "single"})))
+    data = raw_info_data(message)
+    assert [kind for kind, _value in data] == [5, 3, 10]
+    assert dict(data)[3] == struct.pack("I", 0)   # POLICY forward (NETKIT_PASS), the only one taken
+    assert dict(data)[10] == struct.pack("I", 1)  # PAIRING single (NETKIT_DEVICE_SINGLE)
+
+
+def test_pairing_decodes_from_a_kernel_style_dump():
+    for number, name in ((0, "pair"), (1, "single"), (7, "7")):
+        msg = ifinfmsg()
+        msg["attrs"] = [("IFLA_IFNAME", "nk-one"), ("IFLA_LINKINFO", {"attrs": [
+            ("IFLA_INFO_KIND", "netkit"), ("IFLA_INFO_DATA", {"attrs": [
+                ("IFLA_NETKIT_PRIMARY", 1), ("IFLA_NETKIT_PAIRING", number)]})]})]
+        msg.encode()
+        wire = ifinfmsg(bytes(msg.data))
+        wire.decode()
+        assert decode_link(wire, nk.decode_netkit_data)["pairing"] == name
 
 
 def test_policy_request_names_the_kind_and_only_the_policies():
@@ -130,13 +152,20 @@ def test_decode_link_reads_a_kernel_style_dump():
         "ifname": "yg1-host", "index": 9, "kind": "netkit", "up": True, "mtu": 1500, "mac": None, "link_index": 2,
         "link_netnsid": 0, "addr_gen_mode": "none", "addresses": [], "primary": True, "mode": "l3", "policy": "blackhole",
         "peer_policy": "forward", "scrub": "none", "peer_scrub": "default", "headroom": None, "tailroom": None,
+        "pairing": None,
     }
 
 
 def test_defaults():
     w = want()
-    assert (w["mode"], w["policy"], w["peer_policy"], w["scrub"], w["peer_scrub"], w["up"]) == \
-        ("l3", "blackhole", "blackhole", "default", "default", True)
+    assert (w["pairing"], w["mode"], w["policy"], w["peer_policy"], w["scrub"], w["peer_scrub"], w["up"]) == \
+        ("pair", "l3", "blackhole", "blackhole", "default", "default", True)
+
+
+def test_single_device_defaults_to_forward_and_no_peer():
+    w = nk.normalize_spec({"host_ifname": "nk-one", "pairing": "single"})
+    assert (w["policy"], w["peer_policy"], w["scrub"], w["peer_scrub"], w["peer_ifname"], w["peer_netns"]) == \
+        ("forward", None, None, None, None, None)
     assert w["peer_addresses"] == [] and w["mtu"] is None and w["headroom"] is None
 
 
@@ -160,6 +189,18 @@ def test_addresses_are_normalized_and_sorted():
     ({"peer_addresses": ["10.42.0.1"]}, "'10.42.0.1' is not an address with a prefix length"),
     ({"peer_addresses": ["10.42.0.1/33"]}, "'10.42.0.1/33' is not a CIDR address"),
     ({"peer_addresses": "10.42.0.1/24"}, "is not a list of CIDR addresses"),
+    ({"peer_ifname": None}, "peer_ifname: a pair needs its peer's name"),
+    ({"pairing": "triple"}, "pairing: 'triple' is not one of pair, single"),
+    ({"pairing": "single"}, "peer_ifname: a single netkit device (pairing: single) has no peer"),
+    ({"pairing": "single", "peer_ifname": None}, "peer_netns: a single netkit device (pairing: single) has no peer"),
+    ({"pairing": "single", "peer_ifname": None, "peer_netns": None, "peer_policy": "forward"},
+     "peer_policy: a single netkit device"),
+    ({"pairing": "single", "peer_ifname": None, "peer_netns": None, "peer_addresses": ["10.0.0.1/24"]},
+     "peer_addresses: a single netkit device"),
+    ({"pairing": "single", "peer_ifname": None, "peer_netns": None, "policy": "blackhole"},
+     "policy: a single netkit device (pairing: single) takes only policy forward"),
+    ({"pairing": "single", "peer_ifname": None, "peer_netns": None, "scrub": "none"},
+     "scrub: a single netkit device (pairing: single) takes no scrub setting"),
 ])
 def test_invalid_specs_name_the_field(overrides, words):
     with pytest.raises(nk.NetkitError) as err:
@@ -179,7 +220,7 @@ def existing(**overrides):
         "host_ifname": "yg1-host", "host_ifindex": 9, "peer_ifindex": 2, "peer_netnsid": 0,
         "peer_netns": "yogurt-1", "peer_ifname": "yg1-cont", "mode": "l3", "policy": "blackhole",
         "peer_policy": "blackhole", "scrub": "default", "peer_scrub": "default", "headroom": None,
-        "tailroom": None, "mtu": 1500, "peer_mtu": 1500, "up": True, "peer_up": True,
+        "tailroom": None, "pairing": None, "mtu": 1500, "peer_mtu": 1500, "up": True, "peer_up": True,
         "host_addresses": [], "host_addr_gen_mode": "none", "peer_addresses": ["10.42.0.1/24"],
     }
     pair.update(overrides)
@@ -235,3 +276,88 @@ def test_no_netkit_message_is_one_line():
     assert text == ("netkit is not available on this host (Linux 6.1.0-9-amd64, CONFIG_NETKIT missing or "
                     "Linux < 6.7): use backend: veth, or a kernel >= 6.7 with CONFIG_NETKIT=y")
     assert "\n" not in text
+
+
+# pairing (IFLA_NETKIT_PAIRING, Linux >= 7.1): create-time only, probed, refused early where unknown.
+
+SINGLE = {"host_ifname": "nk-one", "pairing": "single"}
+FEATURES_71 = {"kernel": "7.1.0", "netkit": True, "scrub": True, "headroom": True, "tailroom": True,
+               "pairing": True, "detail": "probed"}
+FEATURES_612 = dict(FEATURES_71, kernel="6.12.57", headroom=False, tailroom=False, pairing=False)
+
+
+def single_device(**overrides):
+    """A single device as read_pair() reads it on 7.1: no peer, no peer attributes."""
+    return existing(peer_ifindex=0, peer_netnsid=None, peer_netns=None, peer_ifname=None, policy="forward",
+                    peer_policy=None, scrub=None, peer_scrub=None, headroom=0, tailroom=0, pairing="single",
+                    peer_mtu=None, peer_up=None, peer_addresses=[], **overrides)
+
+
+def test_single_on_a_kernel_without_pairing_fails_before_anything(monkeypatch):
+    monkeypatch.setattr(nk, "read_pair", lambda *a, **k: None)
+    monkeypatch.setattr(nk, "probe_netkit", lambda: dict(FEATURES_612))
+    with pytest.raises(nk.NetkitUnavailable) as err:
+        nk.converge_netkit(SINGLE, check_mode=False)
+    text = str(err.value)
+    assert text.startswith("netkit pair nk-one: pairing: single is not supported by this kernel (Linux 6.12.57")
+    assert "leave pairing at 'pair', or use Linux >= 7.1" in text
+
+
+def test_pair_on_a_kernel_without_pairing_sends_no_pairing_attribute(monkeypatch):
+    spec = {"host_ifname": "yg1-host", "peer_ifname": "yg1-cont"}
+    monkeypatch.setattr(nk, "read_pair", lambda *a, **k: None)
+    monkeypatch.setattr(nk, "probe_netkit", lambda: dict(FEATURES_612))
+    out = nk.converge_netkit(spec, check_mode=True)
+    assert out["after"]["pairing"] is None and out["after"]["peer_ifname"] == "yg1-cont"
+    request = nk.create_request(nk.normalize_spec(spec), features=FEATURES_612)
+    assert [kind for kind, _value in raw_info_data(compile_link("add", request))] == [1, 5, 3, 4, 6, 7]
+
+
+def test_single_device_create_is_predicted_in_check_mode(monkeypatch):
+    monkeypatch.setattr(nk, "read_pair", lambda *a, **k: None)
+    monkeypatch.setattr(nk, "probe_netkit", lambda: dict(FEATURES_71))
+    out = nk.converge_netkit(dict(SINGLE, mtu=1400), check_mode=True)
+    assert out["changed"]
+    assert out["actions"] == ["create single netkit device nk-one (no peer; mode l3, policy forward)",
+                              "set IPv6 addr_gen_mode none on nk-one (was (kernel default))",
+                              "set nk-one up"]
+    after = out["after"]
+    assert (after["pairing"], after["peer_ifname"], after["peer_netns"], after["peer_up"], after["peer_mtu"]) == \
+        ("single", None, None, None, None)
+    assert out["before"]["state"] == "absent" and after["mtu"] == 1400
+
+
+def test_single_device_is_idempotent(monkeypatch):
+    monkeypatch.setattr(nk, "read_pair", lambda *a, **k: single_device())
+    out = nk.converge_netkit(SINGLE, check_mode=True)
+    assert out["changed"] is False and out["actions"] == [] and out["before"] == out["after"]
+    assert out["features"]["pairing"] is True and out["features"]["scrub"] is True
+
+
+def test_pairing_change_is_refused_without_recreate(monkeypatch):
+    monkeypatch.setattr(nk, "read_pair", lambda *a, **k: existing(pairing="pair", headroom=0, tailroom=0))
+    with pytest.raises(nk.NetkitError) as err:
+        nk.converge_netkit(SINGLE, check_mode=True)
+    assert "pairing is 'pair', asked 'single'" in str(err.value) and "recreate: true" in str(err.value)
+
+
+def test_pairing_change_recreates_with_a_diff(monkeypatch):
+    monkeypatch.setattr(nk, "read_pair", lambda *a, **k: single_device())
+    spec = {"host_ifname": "nk-one", "peer_ifname": "nk-peer", "peer_netns": "yogurt-1"}
+    monkeypatch.setattr(nk, "netns_exists", lambda name: True)
+    monkeypatch.setattr(nk, "_check_peer_name_free", lambda want: None)
+    out = nk.converge_netkit(spec, check_mode=True, recreate=True)
+    assert out["actions"][0].startswith("delete pair nk-one to recreate it (pairing single -> pair, ")
+    assert out["actions"][1].startswith("create netkit pair nk-one / nk-peer in netns yogurt-1")
+    assert (out["before"]["pairing"], out["after"]["pairing"]) == ("single", "pair")
+    assert (out["before"]["peer_ifname"], out["after"]["peer_ifname"]) == (None, "nk-peer")
+    assert "host_ifindex" not in out["netkit"]  # recreated: no ifindex yet
+
+
+def test_pair_read_without_pairing_is_kept_when_pair_is_asked(monkeypatch):
+    # A pair made before a kernel upgrade to 7.1 reads back 'pair'; one on 6.12 reads None: both are kept.
+    for pairing in (None, "pair"):
+        monkeypatch.setattr(nk, "read_pair", lambda *a, _p=pairing, **k: existing(pairing=_p))
+        out = nk.converge_netkit({"host_ifname": "yg1-host", "peer_ifname": "yg1-cont", "peer_netns": "yogurt-1",
+                                  "peer_addresses": ["10.42.0.1/24"]}, check_mode=True)
+        assert out["changed"] is False, (pairing, out["actions"])
