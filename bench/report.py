@@ -92,6 +92,16 @@ def targets(data):
                         and ref.get("module_teardown_left") == 0))
         out.append((f"no-op re-run <= {tg['noop_50_s']} s of module time ({n} phones)", f"{mt(ref, 'noop'):.2f} s",
                     mt(ref, "noop") <= tg["noop_50_s"]))
+        if "noop_vs_startup" in tg:
+            ratio = ref["module_noop_s"] / ref["module_startup_s"]
+            out.append((f"no-op re-run ({n} phones) within {tg['noop_vs_startup']}x the module's own start-up (wall "
+                        "time: interpreter and imports, no work)", f"{ref['module_noop_s']:.2f} s against "
+                        f"{ref['module_startup_s']:.2f} s: {ratio:.2f}x", ratio <= tg["noop_vs_startup"]))
+        if "teardown_wall_vs_shell" in tg:
+            ratio = ref["module_teardown_s"] / ref["shell_teardown_s"]
+            out.append((f"teardown ({n} phones) within {tg['teardown_wall_vs_shell']}x the shell baseline, wall time "
+                        "with the module's start-up", f"module {ref['module_teardown_s']:.2f} s, shell "
+                        f"{ref['shell_teardown_s']:.2f} s: {ratio:.2f}x", ratio <= tg["teardown_wall_vs_shell"]))
         slope = pv.get("slope_kb_per_phone", {}).get("module")
         per = slope if slope is not None else ref["module_kb"] / n
         how = "slope between the smallest and largest count" if slope is not None else f"delta / {n}"
@@ -262,14 +272,20 @@ def _fleet_ratios(fl):
     names = {"converge": "phones, first run", "noop": "phones, re-run", "site_noop": "site.yml, re-run"}
     lines = ["", "Ratios to the floor (a one-task `ansible.builtin.ping` playbook on the same hosts, run right "
              "before each; load = 1-minute load average before the run):", "",
-             "| hosts | run | s | floor s | load | x floor | target | result | module processes/host |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| hosts | run | s | floor s | load before / after | x floor | target | result | module processes/host "
+             "| CPU controller / modules s | floor's CPU controller / modules s |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in fl["rows"]:
         for key, most in targets.items():
             run, floor, ratio = r[key], r["floors"][key], r["ratios"][key]
             lines.append(f"| {r['hosts']} | {names.get(key, key)} | {run['wall_s']:.1f} | {floor['wall_s']:.1f} | "
-                         f"{run['load_before'][0]:.1f} | {ratio:.2f}x | <= {most:.1f}x | "
-                         f"{'pass' if ratio <= most else 'falls short'} | {run['modules_per_host']:.0f} |")
+                         f"{run['load_before'][0]:.1f} / {run['load_after'][0]:.1f} | {ratio:.2f}x | <= {most:.1f}x | "
+                         f"{'pass' if ratio <= most else 'falls short'} | {run['modules_per_host']:.0f} | "
+                         f"{run['controller_cpu_s']:.1f} / {run['module_cpu_s']:.1f} | "
+                         f"{floor['controller_cpu_s']:.1f} / {floor['module_cpu_s']:.1f} |")
+    warnings = sorted({w for r in fl["rows"] for key in ["floor"] + list(targets) for w in r[key].get("warnings", [])})
+    lines += ["", "Warnings printed by ansible-playbook in these runs (deprecations included): "
+              + ("; ".join(f"`{w}`" for w in warnings) if warnings else "none") + "."]
     return lines
 
 
@@ -300,7 +316,9 @@ def fleet_markdown(fl):
                   f"x {floor['cpu_s']:.2f} s = {ref['hosts'] * c['modules_per_host'] * floor['cpu_s']:.0f} s CPU of "
                   f"the converge's {c['module_cpu_s']:.0f} s module CPU; on {fl['cpus']} CPUs that alone is "
                   f"{ref['hosts'] * c['modules_per_host'] * floor['cpu_s'] / fl['cpus']:.1f} s of wall time."]
-    for step in ("converge", "noop"):
+    for step in ("floor", "converge", "noop", "site_noop"):
+        if step not in ref:
+            continue
         run = ref[step]
         lines += ["", f"Where the time goes, {ref['hosts']} hosts, {step} (median seconds per host from the worker's "
                   f"start to its result; span = from the task's start to the next task's; module wall per host "
