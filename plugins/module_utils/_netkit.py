@@ -709,22 +709,24 @@ def _netlink_error(where, exc):
     return NetkitError(f"netkit pair {where}: {netlink_text(exc)}")
 
 
-def converge_netkit(spec, check_mode, recreate=False):
+def converge_netkit(spec, check_mode, recreate=False, peer_leaves=False):
     """Make the pair described by `spec` exist as described.
 
     Returns {changed, before, after, actions, netkit, warnings}. `before`/`after` are the
     diff views (comparable()); `netkit` is the pair as read after the run (ifindexes
-    included), or the prediction in check mode.
+    included), or the prediction in check mode. `peer_leaves`: in check mode, a device that
+    holds the peer's name now goes before the pair is made (the phones module moving a phone
+    between layouts deletes the old pair first), so it is no conflict.
     """
     want = normalize_spec(spec)
     host = want["host_ifname"]
     try:
-        return _converge(want, check_mode, recreate)
+        return _converge(want, check_mode, recreate, peer_leaves)
     except pyroute2_dep.NetlinkError as exc:
         raise _netlink_error(host, exc) from None
 
 
-def _converge(want, check_mode, recreate):
+def _converge(want, check_mode, recreate, peer_leaves=False):
     host = want["host_ifname"]
     keep_ll = [a for a in want["peer_addresses"] if is_link_local6(a)]
     pair = read_pair(host, want["peer_netns"])
@@ -745,7 +747,7 @@ def _converge(want, check_mode, recreate):
 
     current = before
     if pair is None or reasons:
-        pair, current = _create_pair(want, pair, before, reasons, features, check_mode, actions)
+        pair, current = _create_pair(want, pair, before, reasons, features, check_mode, actions, peer_leaves)
         if pair is not None:
             current = comparable(pair, keep_ll)
 
@@ -779,7 +781,7 @@ def _refuse_recreate(host, reasons):
         f"and recreate the pair (its addresses and attached BPF programs go with it)")
 
 
-def _create_pair(want, pair, before, reasons, features, check_mode, actions):
+def _create_pair(want, pair, before, reasons, features, check_mode, actions, peer_leaves=False):
     """Create the pair (deleting the old one first for `reasons`). Returns (pair read back, or
     None in check mode; the predicted view in check mode, else None)."""
     host = want["host_ifname"]
@@ -794,7 +796,7 @@ def _create_pair(want, pair, before, reasons, features, check_mode, actions):
     if check_mode:
         if netns_missing:
             actions.append(f"(namespace {want['peer_netns']} does not exist yet: it must be created first)")
-        elif moves:
+        elif moves and not peer_leaves:
             _check_peer_name_free(want)
         return None, _predict_created(want, features)
     if netns_missing:

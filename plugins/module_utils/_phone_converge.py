@@ -177,6 +177,7 @@ class HostConverger:
         self.host_addresses = host_addresses
         self.exclusive = exclusive
         self.warnings = []
+        self.moving = set()  # phones this run moves between layouts (set in run())
 
     def plan_backends(self):
         """Resolve every present phone's backend before anything changes (bad input fails here)."""
@@ -206,6 +207,7 @@ class HostConverger:
         records = {n: r for n, r in all_records.items() if r.get("host_netns") == self.host_netns}
         self.moved_from = {n: r["moved_from"] for n, r in records.items() if r.get("moved_from")}
         moves = self._move_out(records)
+        self.moving = set(moves)
         building = any(p["state"] == "present" for p in self.phones)
         with switchboard.inside(self.switchboard, create=building, check_mode=self.check_mode) as existed:
             results = self._converge(plans, all_records, records, moves)
@@ -332,6 +334,8 @@ class HostConverger:
                 "host_ifname": end["host_ifname"], "cont_ifname": end["cont_ifname"], "netns": end["netns"],
                 "addresses": end["addresses"], "mtu": phone["mtu"], "host_addresses": self.host_addresses,
                 "mode": phone["mode"],
+                # check mode: the move out of the old layout, which deletes the old pairs, was only planned
+                "moving": self.check_mode and name in self.moving,
             }
             pair = self._step(where, f"converging its {backend} pair", self._pair, ipr, host_devices, spec, backend)
             actions.extend(pair["actions"])
@@ -431,7 +435,7 @@ class HostConverger:
             "host_ifname": host_ifname, "peer_ifname": spec["cont_ifname"], "peer_netns": spec["netns"],
             "mode": spec["mode"], "mtu": spec["mtu"], "peer_addresses": spec["addresses"], "up": True,
             "keep_host_addresses": spec["host_addresses"] == "report",
-        }, self.check_mode, recreate=True)
+        }, self.check_mode, recreate=True, peer_leaves=spec["moving"])
         return {"changed": res["changed"] or bool(replaced), "actions": replaced + res["actions"],
                 "before": dict(res["before"], kind="netkit" if res["before"].get("state") == "present" else None),
                 "after": dict(res["after"], kind="netkit"),

@@ -27,5 +27,5 @@ def test_the_netkit_target_passes_on_a_netkit_kernel(netkit_vm_inventory, tmp_pa
     monkeypatch.setenv("ANSIBLE_ROLES_PATH", str(TARGETS))
     run = run_playbook(netkit_vm_inventory, play, title="netkit target in the VM")
     assert run.rc == 0, "".join(run.output[-80:])
-    assert run["Check the creation"]["_status"] == "ok"
-    assert run["Check the removal"]["_status"] == "ok"
+    assert run["netkit : Check the creation"]["_status"] == "ok"
+    assert run["netkit : Check the removal"]["_status"] == "ok"
