@@ -115,16 +115,28 @@ def in_netns(name):
 
 
 @contextlib.contextmanager
-def _entered_fd(target_fd, label):
+def _away(enter, what):
+    """This thread in another network namespace for the span of the block: `enter()` (a setns or
+    an unshare, returning libc's result; `what` names it in an error), then back home."""
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        _check(_c().setns(target_fd, CLONE_NEWNET), f"entering network namespace '{label}'")
+        _check(enter(), what)
         try:
             yield
         finally:
             _check(_c().setns(home, CLONE_NEWNET), "returning to the original network namespace")
     finally:
         os.close(home)
+
+
+def _entered_fd(target_fd, label):
+    return _away(lambda: _c().setns(target_fd, CLONE_NEWNET), f"entering network namespace '{label}'")
+
+
+def scratch_netns():
+    """A new unnamed network namespace for this thread, for the span of the block; it goes with
+    its last reference."""
+    return _away(lambda: _c().unshare(CLONE_NEWNET), "creating a scratch network namespace")
 
 
 def _ensure_run_dir():
@@ -154,21 +166,14 @@ def create_netns(name):
     fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0)
     os.close(fd)
     libc = _c()
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        try:
-            _check(libc.unshare(CLONE_NEWNET), f"creating network namespace '{name}'")
-            try:
-                _check(libc.mount(b"/proc/thread-self/ns/net", path.encode(), b"none", MS_BIND, None),
-                       f"bind-mounting the new namespace on {path}")
-            finally:
-                _check(libc.setns(home, CLONE_NEWNET), "returning to the original network namespace")
-        except Exception:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-            raise
-    finally:
-        os.close(home)
+        with _away(lambda: libc.unshare(CLONE_NEWNET), f"creating network namespace '{name}'"):
+            _check(libc.mount(b"/proc/thread-self/ns/net", path.encode(), b"none", MS_BIND, None),
+                   f"bind-mounting the new namespace on {path}")
+    except Exception:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
 
 
 def delete_netns(name):

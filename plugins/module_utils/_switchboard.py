@@ -26,17 +26,14 @@ names may change in any release.
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 
 from ansible_collections.yogurt.phone.plugins.module_utils._netns import (
-    CLONE_NEWNET,
-    _c,
-    _check,
     create_netns,
     delete_netns,
     enter_netns,
     netns_exists,
+    scratch_netns,
 )
 from ansible_collections.yogurt.phone.plugins.module_utils._netlink import read_namespace
 
@@ -81,21 +78,8 @@ def inside(switchboard, create=False, check_mode=False):
         with enter_netns(switchboard):
             yield existed
         return
-    with _unnamed():
+    with scratch_netns():
         yield False
-
-
-@contextlib.contextmanager
-def _unnamed():
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        _check(_c().unshare(CLONE_NEWNET), "creating a scratch network namespace")
-        try:
-            yield
-        finally:
-            _check(_c().setns(home, CLONE_NEWNET), "returning to the original network namespace")
-    finally:
-        os.close(home)
 
 
 def devices_in(switchboard):
