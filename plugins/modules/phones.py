@@ -13,7 +13,8 @@ version_added: 1.0.0
 description:
   - Builds, repairs and removes yogurt-phones. A phone is two network namespaces
     (yogurts), each holding the container side of a netkit or veth pair, joined by an eBPF
-    wire between the host-side devices. The host namespace cannot reach either yogurt.
+    wire between the host-side devices, which live in the switchboard namespace (O(switchboard)).
+    The host's namespace cannot reach either yogurt, and holds no device of any phone.
   - Takes the whole O(phones) list of a host (the C(yogurt_phones) inventory variable),
     checks all of it before changing anything, reads the host's devices once, and
     converges each phone.
